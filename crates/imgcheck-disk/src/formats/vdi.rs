@@ -1,0 +1,16 @@
+//! vdi: not yet implemented (placeholder until its reader lands).
+
+use std::sync::Arc;
+
+use crate::disk::DiskImage;
+use crate::error::{DiskError, unsupported};
+use crate::open::OpenContext;
+
+/// Opens `ctx.source` as vdi.
+pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
+    Err(unsupported(
+        ctx.name(),
+        "the vdi format (reader not written yet)",
+        None,
+    ))
+}

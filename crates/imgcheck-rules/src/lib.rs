@@ -1,0 +1,1 @@
+//! Provider rule profiles for imgcheck: findings and verdicts for DigitalOcean, Linode and KakaoCloud

@@ -1,0 +1,1 @@
+//! Thin upload backends for imgcheck: DigitalOcean, Linode, KakaoCloud

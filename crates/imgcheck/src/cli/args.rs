@@ -1,0 +1,96 @@
+//! Flags, as clap types.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use imgcheck_disk::Format;
+
+/// Check cloud VM images against provider rules before you upload them.
+#[derive(Debug, Parser)]
+#[command(name = "imgcheck", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands. A first argument that is not one of them is an image to
+/// check (`imgcheck disk.img` = `imgcheck check disk.img`).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show an image's format, sizes and format-specific fields.
+    Info(InfoArgs),
+    /// Convert an image to another format.
+    Convert(ConvertArgs),
+}
+
+/// Options shared by every command that opens an image.
+#[derive(Debug, Args, Clone)]
+pub struct OpenArgs {
+    /// Read the input as this format instead of detecting it.
+    #[arg(long = "format", short = 'f', value_parser = parse_format)]
+    pub format: Option<Format>,
+    /// Follow references (VMDK extents) outside the image's directory.
+    #[arg(long)]
+    pub allow_external: bool,
+}
+
+/// `imgcheck info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Image path.
+    pub image: String,
+    /// Print JSON (keys as in `qemu-img info --output=json`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
+/// Output formats of `convert`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutFormat {
+    /// Raw disk image, sparse.
+    Raw,
+}
+
+/// `imgcheck convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Input image.
+    pub input: String,
+    /// Output path.
+    pub output: PathBuf,
+    /// Output format.
+    #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
+    pub out_format: OutFormat,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+const SUBCOMMANDS: &[&str] = &["info", "convert", "check", "upload", "packer", "help"];
+
+/// Inserts `check` when the first argument is an image rather than a
+/// subcommand or a top-level flag.
+pub fn with_default_command(mut argv: Vec<OsString>) -> Vec<OsString> {
+    if let Some(first) = argv.get(1).and_then(|a| a.to_str()) {
+        let is_top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
+        if !is_top_flag && !SUBCOMMANDS.contains(&first) && SUBCOMMANDS.contains(&"check") {
+            argv.insert(1, OsString::from("check"));
+        }
+    }
+    argv
+}

@@ -1,0 +1,49 @@
+//! The facade's error: one of the layers' errors, with a hint.
+
+use imgcheck_convert::ConvertError;
+use imgcheck_disk::DiskError;
+use imgcheck_source::SourceError;
+
+/// Anything that stops an imgcheck operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening or reading bytes failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The image is damaged, unsupported, or refers to files we do not open.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// Writing a conversion failed.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// The command line or options are inconsistent.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// A one-line suggestion, where one helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Disk(e) | Error::Convert(ConvertError::Disk(e)) => e.hint(),
+            Error::Source(SourceError::OutOfRange { .. }) => {
+                Some("the file looks truncated: was the download or copy complete?".into())
+            }
+            Error::Source(SourceError::Open { .. }) => {
+                Some("check the path and its permissions".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// True when the image itself is damaged (a check reports this as the
+    /// finding `image.corrupt` rather than failing to run).
+    pub fn is_corrupt(&self) -> bool {
+        match self {
+            Error::Disk(e) | Error::Convert(ConvertError::Disk(e)) => e.is_corrupt(),
+            Error::Source(SourceError::OutOfRange { .. } | SourceError::Corrupt { .. }) => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! imgcheck: check cloud VM images against provider rules, convert them,
+//! and ship them.
+//!
+//! This crate is the facade over the layers, in data-flow order:
+//!
+//! ```text
+//! imgcheck-source   bytes: file, memory, http(s), gzip/bzip2 streams
+//!   → imgcheck-disk   formats: raw, qcow2, vhdx, vdi, vmdk → VirtualDisk
+//!     → imgcheck-guest  partitions, filesystems, facts from the root fs
+//!       → imgcheck-rules  provider profiles → findings, verdicts
+//!         → imgcheck-convert | imgcheck-upload
+//! ```
+//!
+//! [`open`] is the one call that turns a path into a [`VirtualDisk`],
+//! unwrapping compression on the way.
+
+mod error;
+mod input;
+
+pub use error::Error;
+pub use input::{Input, OpenOptions, open};
+
+pub use imgcheck_convert as convert;
+pub use imgcheck_disk as disk;
+pub use imgcheck_source as source;
