@@ -1,0 +1,10 @@
+#![no_main]
+//! Fuzz target: detect (see src/lib.rs for what is exercised).
+use imgcheck_disk::Format;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    #[allow(unused_imports)]
+    use Format as _;
+    imgcheck_fuzz::exercise(None, data);
+});

@@ -1,0 +1,30 @@
+//! Shared driver for the format fuzz targets: open the input as a given
+//! format (or detect it), then exercise the mapping and read paths. Any
+//! panic, hang or runaway allocation is a bug; errors are fine.
+
+use std::sync::Arc;
+
+use imgcheck_disk::{Format, OpenOptions, open};
+use imgcheck_source::{ByteSource, MemSource};
+
+/// Opens `data` as `format` and reads a spread of guest offsets.
+pub fn exercise(format: Option<Format>, data: &[u8]) {
+    let src: Arc<dyn ByteSource> = Arc::new(MemSource::new("fuzz", data.to_vec()));
+    let opts = OpenOptions { format, ..Default::default() };
+    let Ok(disk) = open(src, &opts) else { return };
+    let size = disk.virtual_size();
+    if size == 0 {
+        return;
+    }
+    for ext in disk.extents(0, size).take(256) {
+        if ext.is_err() {
+            break;
+        }
+    }
+    let mut buf = vec![0u8; 4096];
+    for i in 0..16u64 {
+        let off = size / 16 * i;
+        let n = (size - off).min(buf.len() as u64) as usize;
+        let _ = disk.read_at(off, &mut buf[..n]);
+    }
+}
