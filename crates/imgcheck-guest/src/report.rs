@@ -1,0 +1,250 @@
+//! What guest inspection reports. This is the contract between
+//! imgcheck-guest (which fills it) and imgcheck-rules (which judges it), and
+//! it is serialised as-is into `imgcheck --json` (`partitions`,
+//! `filesystems`, `guest`). Everything is optional or defaulted: a fact we
+//! could not establish is "unknown" with evidence, never a failure.
+
+use serde::Serialize;
+
+/// Everything inspection found on one disk.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuestReport {
+    /// The partition table.
+    pub partitions: PartitionTable,
+    /// Filesystems found: one per partition, or one for the whole disk.
+    pub filesystems: Vec<Filesystem>,
+    /// Index into `filesystems` of the root filesystem, if one was found.
+    pub root: Option<usize>,
+    /// Facts read from the root filesystem.
+    pub guest: GuestFacts,
+    /// Things that went wrong during inspection but did not stop it
+    /// (unreadable filesystem, damaged primary GPT, ...), one line each.
+    pub notes: Vec<String>,
+}
+
+/// Kind of partition table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableKind {
+    /// No partition table: a filesystem (or nothing) on the whole disk.
+    #[default]
+    None,
+    /// MBR (DOS) table.
+    Mbr,
+    /// GPT with a protective MBR.
+    Gpt,
+    /// GPT whose MBR also lists real partitions (hybrid MBR).
+    HybridMbr,
+}
+
+/// The partition table and its entries.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartitionTable {
+    /// Which kind.
+    pub kind: TableKind,
+    /// Logical sector size the table was read with (512 or 4096).
+    pub sector_size: u32,
+    /// Entries in table order (MBR logical partitions numbered from 5).
+    pub entries: Vec<Partition>,
+    /// Problems with the table (bad CRC, backup used, backup not at end...).
+    pub problems: Vec<String>,
+}
+
+/// What a partition is for, from its type code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionRole {
+    /// EFI system partition (GPT C12A7328-..., MBR 0xEF).
+    Esp,
+    /// GRUB's BIOS boot partition (GPT 21686148-6449-6E6F-744E-656564454649).
+    BiosBoot,
+    /// Linux data / root.
+    Linux,
+    /// Swap.
+    Swap,
+    /// LVM physical volume.
+    Lvm,
+    /// MBR extended container.
+    Extended,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+/// One partition.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Partition {
+    /// Partition number (1-based; MBR logical partitions start at 5).
+    pub number: u32,
+    /// Byte offset on the disk.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Type as written: GPT type GUID or MBR type byte as "0x83".
+    pub type_id: String,
+    /// What the type means.
+    pub role: PartitionRole,
+    /// GPT name, if any.
+    pub name: Option<String>,
+    /// MBR active flag or GPT legacy-BIOS-bootable attribute.
+    pub bootable: bool,
+}
+
+/// Filesystem kinds identified by magic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsKind {
+    /// ext2 (no journal).
+    Ext2,
+    /// ext3 (journal, no ext4-only features).
+    Ext3,
+    /// ext4.
+    Ext4,
+    /// XFS.
+    Xfs,
+    /// Btrfs.
+    Btrfs,
+    /// FAT12/16/32 (ESP).
+    Vfat,
+    /// Linux swap.
+    Swap,
+    /// LVM2 physical volume.
+    LvmPv,
+    /// LUKS encrypted container.
+    Luks,
+    /// ISO 9660.
+    Iso9660,
+    /// SquashFS.
+    Squashfs,
+    /// NTFS.
+    Ntfs,
+    /// ZFS member.
+    Zfs,
+    /// UFS / UFS2 (BSD).
+    Ufs,
+    /// Nothing recognised.
+    #[default]
+    Unknown,
+}
+
+/// One filesystem (or container) found on the disk.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Filesystem {
+    /// Partition number it lives in, or `None` for the whole disk.
+    pub partition: Option<u32>,
+    /// Byte offset on the disk.
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Kind.
+    pub kind: FsKind,
+    /// Label, if the filesystem has one.
+    pub label: Option<String>,
+    /// UUID, if the filesystem has one.
+    pub uuid: Option<String>,
+    /// Feature names (ext: has_journal, extent, 64bit, ...).
+    pub features: Vec<String>,
+    /// Why the filesystem could not be read, if it could not (unsupported
+    /// incompat feature, corruption). Inspection goes on without it.
+    pub error: Option<String>,
+}
+
+/// Facts read from the guest's root filesystem.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuestFacts {
+    /// Operating system.
+    pub os: OsFacts,
+    /// cloud-init and its alternatives.
+    pub cloud_init: CloudInitFacts,
+    /// The SSH daemon.
+    pub sshd: SshdFacts,
+    /// How the disk boots.
+    pub boot: BootFacts,
+    /// What KakaoCloud's image `os_info` would say.
+    pub kakaocloud: KakaoOsInfo,
+}
+
+/// The operating system.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OsFacts {
+    /// `linux`, `freebsd`, `openbsd`, `netbsd`, `windows`, or `unknown`.
+    pub kind: String,
+    /// os-release ID (e.g. `debian`), if known.
+    pub id: Option<String>,
+    /// os-release VERSION_ID, if known.
+    pub version_id: Option<String>,
+    /// os-release PRETTY_NAME, if known.
+    pub pretty_name: Option<String>,
+    /// CPU architecture from the ELF header of /sbin/init or /bin/sh
+    /// (`x86_64`, `aarch64`, `i386`, `arm`, `riscv64`, ...).
+    pub architecture: Option<String>,
+    /// Files the facts came from.
+    pub evidence: Vec<String>,
+}
+
+/// cloud-init and its alternatives.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CloudInitFacts {
+    /// cloud-init is installed.
+    pub installed: bool,
+    /// Its version ("22.4.2"), if found.
+    pub version: Option<String>,
+    /// Where the version came from (file path).
+    pub version_source: Option<String>,
+    /// Alternatives found: any of `cloudbase-init`, `coreos-cloudinit`,
+    /// `ignition`, `bsd-cloudinit`.
+    pub alternatives: Vec<String>,
+    /// The effective datasource_list, if any config sets it.
+    pub datasource_list: Option<Vec<String>>,
+    /// Where the winning datasource_list came from (file, or "kernel
+    /// command line in /boot/grub/grub.cfg").
+    pub datasource_source: Option<String>,
+    /// `system_info.default_user.name`, if set.
+    pub default_user: Option<String>,
+}
+
+/// The SSH daemon.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SshdFacts {
+    /// An sshd binary exists.
+    pub installed: bool,
+    /// Its path in the guest.
+    pub binary: Option<String>,
+    /// Enabled at boot: `Some(true)` / `Some(false)` when the init system
+    /// was recognised, `None` when it could not be told.
+    pub enabled: Option<bool>,
+    /// `systemd`, `sysvinit`, `openrc`, `rc.d` (BSD), or `None`.
+    pub init_system: Option<String>,
+    /// What the decision rests on (symlink paths, masks, rc.conf lines).
+    pub evidence: Vec<String>,
+}
+
+/// Boot capability.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BootFacts {
+    /// Boots with legacy BIOS (boot code in the MBR, GRUB in the MBR gap
+    /// or a BIOS boot partition).
+    pub bios: bool,
+    /// Boots with UEFI (an ESP holding an EFI loader).
+    pub uefi: bool,
+    /// Why we think so.
+    pub evidence: Vec<String>,
+    /// Kernel images under /boot (file names).
+    pub kernels: Vec<String>,
+}
+
+/// KakaoCloud image `os_info` fields derived from the facts, plus min_disk.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KakaoOsInfo {
+    /// `linux` or `windows`.
+    #[serde(rename = "type")]
+    pub os_type: Option<String>,
+    /// Distribution name (e.g. `ubuntu`).
+    pub distro: Option<String>,
+    /// `x86_64` / `aarch64`.
+    pub architecture: Option<String>,
+    /// Default login user.
+    pub admin_user: Option<String>,
+    /// Smallest disk in GB that holds the image (virtual size rounded up).
+    pub min_disk_gb: u64,
+}
