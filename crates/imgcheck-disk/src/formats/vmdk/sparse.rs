@@ -1,0 +1,542 @@
+//! One hosted-sparse (KDMV) extent: grain directory, grain tables, grains.
+//!
+//! Used for monolithicSparse and streamOptimized files (the image itself)
+//! and for the SPARSE extents of twoGbMaxExtentSparse descriptors (a sibling
+//! file). The extent answers mappings relative to its own start; `mod.rs`
+//! places it in the disk.
+//!
+//! What is kept in memory: the grain directory (bounded by
+//! `Limits::max_table_bytes`, checked before it is read), up to
+//! `Limits::table_cache_entries` grain tables (each ≤ 2 KiB: at most 512
+//! entries), and a few decoded compressed grains (each ≤ the table limit,
+//! see `header.rs`).
+//!
+//! Grain directory choice: the primary GD (`gdOffset`) is used, as qemu
+//! does. If it is unusable (offset 0, outside the file, or naming grain
+//! tables outside the file) and the header has a redundant GD (`FLAG_RGD`,
+//! `rgdOffset`) that is usable, the redundant one is read instead; the
+//! redundant GD points at its own copy of every grain table.
+
+use std::sync::{Arc, Mutex};
+
+use flate2::{Decompress, FlushDecompress, Status};
+use imgcheck_source::{ByteSource, read_vec};
+
+use super::header::{FLAG_RGD, GD_AT_END, Header, RawHeader, SECTOR, read_footer};
+use crate::disk::{MapKind, Mapping};
+use crate::error::{DiskError, corrupt};
+use crate::limits::Limits;
+
+/// How many decoded compressed grains are kept (partial-grain reads of a
+/// streamOptimized image would otherwise inflate the same grain again).
+const GRAIN_CACHE_ENTRIES: usize = 8;
+/// Bytes of decoded grains kept at most, whatever the grain size.
+const GRAIN_CACHE_BYTES: u64 = 16 << 20;
+
+/// What opening a KDMV file found.
+#[derive(Debug)]
+pub enum Opened {
+    /// A sparse extent, with its embedded descriptor text if it has one.
+    Sparse(Box<SparseExtent>, Option<(Vec<u8>, u64)>),
+    /// `capacity == 0` with a descriptor: the file is only a container for
+    /// a descriptor that lists other extents (qemu reads these too). The
+    /// text and its offset.
+    Descriptor(Vec<u8>, u64),
+}
+
+/// A small least-recently-used map; linear search is fine at these sizes.
+#[derive(Debug)]
+struct Lru<V> {
+    cap: usize,
+    tick: u64,
+    items: Vec<(u64, V, u64)>,
+}
+
+impl<V: Clone> Lru<V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            tick: 0,
+            items: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, key: u64) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.items.iter_mut().find(|(k, _, _)| *k == key).map(|e| {
+            e.2 = tick;
+            e.1.clone()
+        })
+    }
+
+    fn put(&mut self, key: u64, v: V) {
+        self.tick += 1;
+        if let Some(e) = self.items.iter_mut().find(|(k, _, _)| *k == key) {
+            *e = (key, v, self.tick);
+            return;
+        }
+        if self.items.len() >= self.cap {
+            if let Some(i) = self
+                .items
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.2)
+                .map(|(i, _)| i)
+            {
+                self.items.swap_remove(i);
+            }
+        }
+        self.items.push((key, v, self.tick));
+    }
+}
+
+/// What one grain-table entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grain {
+    Unallocated,
+    Zero,
+    /// Grain (or grain marker, for compressed extents) at this sector.
+    At(u64),
+}
+
+/// One opened KDMV extent.
+#[derive(Debug)]
+pub struct SparseExtent {
+    /// Host file index of `src` in the image.
+    file: usize,
+    src: Arc<dyn ByteSource>,
+    h: Header,
+    /// First guest sector of this extent in the whole disk (grain markers
+    /// may carry either extent- or disk-relative LBAs).
+    base_sector: u64,
+    gd: Vec<u32>,
+    /// Which directory `gd` came from, for messages.
+    gd_offset: u64,
+    gt_bytes: u64,
+    gt_cache: Mutex<Lru<Arc<[u32]>>>,
+    grain_cache: Mutex<Lru<Arc<Vec<u8>>>>,
+}
+
+/// Opens the KDMV file `src` (host file number `file`, starting at guest
+/// sector `base_sector`). `allow_descriptor` is false for extents listed by
+/// a descriptor, so a descriptor-only KDMV cannot nest another descriptor.
+pub fn open(
+    src: Arc<dyn ByteSource>,
+    file: usize,
+    base_sector: u64,
+    limits: &Limits,
+    allow_descriptor: bool,
+) -> Result<Opened, DiskError> {
+    let name = src.name().to_owned();
+    let len = src.len();
+    let mut raw = RawHeader::read(src.as_ref(), 0)?;
+    let mut raw_at = 0;
+    if raw.capacity == 0 && raw.desc_offset != 0 {
+        if !allow_descriptor {
+            return Err(corrupt(
+                &name,
+                "VMDK sparse header",
+                0,
+                "extent has capacity 0 and a descriptor of its own (nested descriptors are not read)",
+            ));
+        }
+        return Ok(Opened::Descriptor(
+            read_descriptor(src.as_ref(), &raw, limits)?,
+            raw.desc_offset.saturating_mul(SECTOR),
+        ));
+    }
+    if raw.gd_offset == GD_AT_END {
+        (raw, raw_at) = read_footer(src.as_ref())?;
+    }
+    let h = raw.validate(&name, raw_at, len, limits)?;
+    let gt_bytes = h.gtes_per_gt * 4;
+    let primary = read_gd(src.as_ref(), raw.gd_offset, &h, gt_bytes, limits);
+    let (gd, gd_offset) = match primary {
+        Ok(gd) => (gd, raw.gd_offset),
+        Err(e) if raw.flags & FLAG_RGD != 0 && raw.rgd_offset != 0 => {
+            // The redundant directory exists for exactly this case.
+            match read_gd(src.as_ref(), raw.rgd_offset, &h, gt_bytes, limits) {
+                Ok(gd) => (gd, raw.rgd_offset),
+                Err(_) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let desc = if raw.desc_offset != 0 && raw.desc_size != 0 {
+        Some((
+            read_descriptor(src.as_ref(), &raw, limits)?,
+            raw.desc_offset.saturating_mul(SECTOR),
+        ))
+    } else {
+        None
+    };
+    let grain_cache = usize::try_from(GRAIN_CACHE_BYTES / h.grain)
+        .unwrap_or(1)
+        .clamp(1, GRAIN_CACHE_ENTRIES);
+    Ok(Opened::Sparse(
+        Box::new(SparseExtent {
+            file,
+            src,
+            h,
+            base_sector,
+            gd,
+            gd_offset,
+            gt_bytes,
+            gt_cache: Mutex::new(Lru::new(limits.table_cache_entries)),
+            grain_cache: Mutex::new(Lru::new(grain_cache)),
+        }),
+        desc,
+    ))
+}
+
+/// Reads the embedded descriptor named by the header, bounded by
+/// `Limits::max_descriptor_bytes`.
+fn read_descriptor(
+    src: &dyn ByteSource,
+    raw: &RawHeader,
+    limits: &Limits,
+) -> Result<Vec<u8>, DiskError> {
+    const S: &str = "VMDK embedded descriptor";
+    let at = raw.desc_offset.checked_mul(SECTOR);
+    let size = raw.desc_size.checked_mul(SECTOR);
+    let (Some(at), Some(size)) = (at, size) else {
+        return Err(corrupt(
+            src.name(),
+            S,
+            0,
+            "descriptor offset or size overflows",
+        ));
+    };
+    if size == 0 {
+        return Err(corrupt(src.name(), S, at, "descriptor size is 0"));
+    }
+    if size > limits.max_descriptor_bytes {
+        return Err(crate::error::limit(
+            src.name(),
+            S,
+            at,
+            "descriptor size (bytes)",
+            size,
+            limits.max_descriptor_bytes,
+        ));
+    }
+    Ok(read_vec(src, at, size, limits.max_descriptor_bytes)?)
+}
+
+/// Reads and checks the grain directory at sector `gd_sector`: it must lie
+/// inside the file and every grain table it names must too.
+fn read_gd(
+    src: &dyn ByteSource,
+    gd_sector: u64,
+    h: &Header,
+    gt_bytes: u64,
+    limits: &Limits,
+) -> Result<Vec<u32>, DiskError> {
+    const S: &str = "VMDK grain directory";
+    let len = src.len();
+    let name = src.name();
+    if gd_sector == 0 {
+        return Err(corrupt(name, S, 0, "gdOffset is 0 (no grain directory)"));
+    }
+    let bytes = h.gd_entries * 4; // <= max_table_bytes, checked in validate
+    let at = gd_sector
+        .checked_mul(SECTOR)
+        .filter(|a| a.checked_add(bytes).is_some_and(|end| end <= len))
+        .ok_or_else(|| {
+            corrupt(
+                name,
+                S,
+                gd_sector.saturating_mul(SECTOR),
+                format!(
+                    "{bytes} bytes at sector {gd_sector} run past the end of the file ({len} bytes)"
+                ),
+            )
+        })?;
+    let raw = read_vec(src, at, bytes, limits.max_table_bytes)?;
+    let gd: Vec<u32> = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for (i, &e) in gd.iter().enumerate() {
+        if e == 0 {
+            continue;
+        }
+        let gt = u64::from(e) * SECTOR;
+        if gt.checked_add(gt_bytes).is_none_or(|end| end > len) {
+            return Err(corrupt(
+                name,
+                S,
+                at + 4 * i as u64,
+                format!(
+                    "entry {i} names a grain table at byte {gt}, past the end of the file ({len} bytes)"
+                ),
+            ));
+        }
+    }
+    Ok(gd)
+}
+
+impl SparseExtent {
+    /// Extent size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.h.capacity
+    }
+
+    /// Capacity in sectors, as the header states it.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.h.raw.capacity
+    }
+
+    /// Grain size in bytes.
+    pub fn grain(&self) -> u64 {
+        self.h.grain
+    }
+
+    /// Grains are compressed (streamOptimized).
+    pub fn compressed(&self) -> bool {
+        self.h.compressed
+    }
+
+    /// The uncleanShutdown byte.
+    pub fn unclean(&self) -> bool {
+        self.h.raw.unclean_shutdown
+    }
+
+    fn name(&self) -> &str {
+        self.src.name()
+    }
+
+    /// Grain table number `gd_idx`, from the cache or the file.
+    fn gt(&self, gd_idx: u64, sector: u32) -> Result<Arc<[u32]>, DiskError> {
+        if let Some(t) = lock(&self.gt_cache).get(gd_idx) {
+            return Ok(t);
+        }
+        // Read outside the lock so parallel readers do not queue on I/O.
+        // In bounds: read_gd checked every entry against the file length.
+        let at = u64::from(sector) * SECTOR;
+        let raw = read_vec(self.src.as_ref(), at, self.gt_bytes, self.gt_bytes)?;
+        let t: Arc<[u32]> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        lock(&self.gt_cache).put(gd_idx, t.clone());
+        Ok(t)
+    }
+
+    fn classify(&self, gte: u32) -> Grain {
+        match gte {
+            0 => Grain::Unallocated,
+            1 if self.h.zeroed_grain => Grain::Zero,
+            s => Grain::At(u64::from(s)),
+        }
+    }
+
+    /// The grain-table entry for grain `g`, or `None` when its whole table
+    /// is absent (GD entry 0).
+    fn lookup(&self, g: u64) -> Result<Option<(Arc<[u32]>, usize)>, DiskError> {
+        let gd_idx = g / self.h.gtes_per_gt;
+        let gt_idx = usize::try_from(g % self.h.gtes_per_gt).unwrap_or(usize::MAX);
+        let gde = usize::try_from(gd_idx)
+            .ok()
+            .and_then(|i| self.gd.get(i))
+            .copied()
+            .ok_or_else(|| {
+                corrupt(
+                    self.name(),
+                    "VMDK grain directory",
+                    self.gd_offset.saturating_mul(SECTOR),
+                    format!("no entry {gd_idx} for grain {g}"),
+                )
+            })?;
+        if gde == 0 {
+            return Ok(None);
+        }
+        Ok(Some((self.gt(gd_idx, gde)?, gt_idx)))
+    }
+
+    /// Where extent byte `rel` lives, for at most `max_len` bytes
+    /// (`rel < capacity`, `max_len >= 1`). Runs of grains of one kind (and,
+    /// for data, contiguous in the file) are merged within a grain table.
+    pub fn map(&self, rel: u64, max_len: u64) -> Result<Mapping, DiskError> {
+        let grain = self.h.grain;
+        let per_gt = self.h.gtes_per_gt;
+        let g = rel / grain;
+        let in_grain = rel % grain;
+        let max_len = max_len.min(self.h.capacity.saturating_sub(rel)).max(1);
+        let Some((gt, i)) = self.lookup(g)? else {
+            // A missing table: unallocated up to the next present one.
+            let mut next_gt = g / per_gt + 1;
+            while next_gt
+                .saturating_mul(per_gt)
+                .saturating_mul(grain)
+                .saturating_sub(rel)
+                < max_len
+                && usize::try_from(next_gt).ok().and_then(|i| self.gd.get(i)) == Some(&0)
+            {
+                next_gt += 1;
+            }
+            let len = next_gt
+                .saturating_mul(per_gt)
+                .saturating_mul(grain)
+                .saturating_sub(rel);
+            return Ok(Mapping {
+                kind: MapKind::Unallocated,
+                len: len.min(max_len),
+            });
+        };
+        let first = self.classify(gt.get(i).copied().unwrap_or(0));
+        let mut len = grain - in_grain;
+        if let (Grain::At(_), true) = (first, self.h.compressed) {
+            // One grain per run: each is its own deflate stream.
+            return Ok(Mapping {
+                kind: MapKind::Encoded,
+                len: len.min(max_len),
+            });
+        }
+        let grain_sectors = grain / SECTOR;
+        let mut j = i + 1;
+        let mut k = 1u64;
+        while len < max_len {
+            let Some(&e) = gt.get(j) else { break };
+            let next = self.classify(e);
+            let same = match (first, next) {
+                (Grain::At(a), Grain::At(b)) => {
+                    !self.h.compressed && a.checked_add(k * grain_sectors) == Some(b)
+                }
+                (a, b) => a == b,
+            };
+            if !same {
+                break;
+            }
+            len += grain;
+            j += 1;
+            k += 1;
+        }
+        let kind = match first {
+            Grain::Unallocated => MapKind::Unallocated,
+            Grain::Zero => MapKind::Zero,
+            Grain::At(s) => MapKind::Data {
+                file: self.file,
+                host_offset: s
+                    .checked_mul(SECTOR)
+                    .and_then(|o| o.checked_add(in_grain))
+                    .ok_or_else(|| {
+                        corrupt(self.name(), "VMDK grain table", 0, "grain offset overflows")
+                    })?,
+            },
+        };
+        Ok(Mapping {
+            kind,
+            len: len.min(max_len),
+        })
+    }
+
+    /// Decodes extent bytes `rel..rel + buf.len()` of a compressed extent.
+    pub fn read_encoded(&self, rel: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        let grain = self.h.grain;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = rel.saturating_add(done as u64);
+            let g = pos / grain;
+            // < grain <= 1 GiB: fits in usize.
+            let in_grain = (pos % grain) as usize;
+            let n = (buf.len() - done).min(grain as usize - in_grain);
+            let dst = &mut buf[done..done + n];
+            let kind = match self.lookup(g)? {
+                None => Grain::Unallocated,
+                Some((gt, i)) => self.classify(gt.get(i).copied().unwrap_or(0)),
+            };
+            match kind {
+                Grain::Unallocated | Grain::Zero => dst.fill(0),
+                Grain::At(s) => {
+                    let data = self.decoded(g, s)?;
+                    let src = data.get(in_grain..in_grain + n).ok_or_else(|| {
+                        corrupt(
+                            self.name(),
+                            "VMDK compressed grain",
+                            s.saturating_mul(SECTOR),
+                            format!(
+                                "grain {g} decompresses to {} bytes; bytes {in_grain}..{} were needed",
+                                data.len(),
+                                in_grain + n
+                            ),
+                        )
+                    })?;
+                    dst.copy_from_slice(src);
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Grain `g` (stored at sector `s`) decompressed, from the cache or the
+    /// file.
+    fn decoded(&self, g: u64, s: u64) -> Result<Arc<Vec<u8>>, DiskError> {
+        if let Some(d) = lock(&self.grain_cache).get(g) {
+            return Ok(d);
+        }
+        const S: &str = "VMDK compressed grain";
+        let grain = self.h.grain;
+        let at = s
+            .checked_mul(SECTOR)
+            .ok_or_else(|| corrupt(self.name(), S, 0, format!("grain {g} offset overflows")))?;
+        let bad = |why: String| corrupt(self.name(), S, at, why);
+        // qemu reads at most two grains of compressed data per grain.
+        let max_in = grain * 2;
+        let input = if self.h.markers {
+            let mut m = [0u8; 12];
+            self.src.read_exact_at(at, &mut m)?;
+            let mut lba = [0u8; 8];
+            lba.copy_from_slice(&m[..8]);
+            let lba = u64::from_le_bytes(lba);
+            let size = u64::from(u32::from_le_bytes([m[8], m[9], m[10], m[11]]));
+            if size == 0 {
+                return Err(bad(format!(
+                    "grain {g} points at a metadata marker, not a grain"
+                )));
+            }
+            if size > max_in {
+                return Err(bad(format!(
+                    "grain {g} claims {size} compressed bytes, more than twice the grain size"
+                )));
+            }
+            let want = g * (grain / SECTOR);
+            if lba != want && Some(lba) != want.checked_add(self.base_sector) {
+                return Err(bad(format!(
+                    "grain marker says sector {lba}, but the grain table puts it at sector {want}"
+                )));
+            }
+            read_vec(self.src.as_ref(), at + 12, size, max_in)?
+        } else {
+            // No marker: the stream length is unknown; it ends itself.
+            let avail = self.src.len().saturating_sub(at).min(max_in);
+            read_vec(self.src.as_ref(), at, avail, max_in)?
+        };
+        // grain <= max_table_bytes (validate), so this allocation is bounded.
+        let mut out = vec![0u8; grain as usize];
+        let mut z = Decompress::new(true);
+        let status = z
+            .decompress(&input, &mut out, FlushDecompress::Finish)
+            .map_err(|e| bad(format!("grain {g}: bad zlib data: {e}")))?;
+        if status != Status::StreamEnd {
+            return Err(bad(if z.total_out() >= grain {
+                format!("grain {g} decompresses to more than the grain size ({grain} bytes)")
+            } else {
+                format!("grain {g}: zlib stream is truncated")
+            }));
+        }
+        // total_out <= grain, which fits in usize.
+        out.truncate(z.total_out() as usize);
+        let out = Arc::new(out);
+        lock(&self.grain_cache).put(g, out.clone());
+        Ok(out)
+    }
+}
+
+/// Locks a cache; a poisoned lock only means another reader panicked while
+/// holding it, and the caches hold no invariant a half-done update breaks.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
