@@ -29,7 +29,7 @@ const MAX_NAME_LEN: usize = 1024;
 
 /// Extent access mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub enum Permission {
     /// Read-write.
     Rw,
     /// Read-only: readable like RW.
@@ -96,7 +96,7 @@ pub struct ExtentLine {
     /// 1-based line number, for messages.
     pub line: usize,
     /// Access mode.
-    pub access: Access,
+    pub access: Permission,
     /// Size in sectors (> 0).
     pub sectors: u64,
     /// Type.
@@ -273,9 +273,9 @@ fn parse_extent(t: &str, line: usize) -> Result<ExtentLine, String> {
         w
     };
     let access = match word() {
-        "RW" => Access::Rw,
-        "RDONLY" => Access::RdOnly,
-        "NOACCESS" => Access::NoAccess,
+        "RW" => Permission::Rw,
+        "RDONLY" => Permission::RdOnly,
+        "NOACCESS" => Permission::NoAccess,
         a => return Err(format!("unknown extent access {:?}", clip(a))),
     };
     let size_s = word();
@@ -364,7 +364,7 @@ mod tests {
             d.extents,
             vec![ExtentLine {
                 line: 8,
-                access: Access::Rw,
+                access: Permission::Rw,
                 sectors: 98307,
                 kind: ExtentType::Flat,
                 name: Some("monolithicFlat-flat.vmdk".into()),
@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(d.parent_hint.as_deref(), Some("base disk.vmdk"));
         assert_eq!(d.extents.len(), 3);
         assert_eq!(d.extents[0].name.as_deref(), Some("a b-s001.vmdk"));
-        assert_eq!(d.extents[1].access, Access::RdOnly);
+        assert_eq!(d.extents[1].access, Permission::RdOnly);
         assert_eq!(d.extents[1].kind, ExtentType::Vmfs);
         assert_eq!(d.extents[2].kind, ExtentType::Zero);
         assert_eq!(d.extents[2].name, None);
@@ -389,7 +389,7 @@ mod tests {
     #[test]
     fn noaccess_parses_and_is_refused_by_the_opener() {
         let d = p("version=1\ncreateType=\"vmfs\"\nNOACCESS 8 VMFS \"x.vmdk\"\n").unwrap();
-        assert_eq!(d.extents[0].access, Access::NoAccess);
+        assert_eq!(d.extents[0].access, Permission::NoAccess);
     }
 
     #[test]

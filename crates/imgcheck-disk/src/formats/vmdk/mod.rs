@@ -38,7 +38,7 @@ use crate::error::{DiskError, corrupt, limit, unsupported};
 use crate::format::Format;
 use crate::open::OpenContext;
 
-use descriptor::{Access, Descriptor, ExtentType};
+use descriptor::{Descriptor, ExtentType, Permission};
 use header::SECTOR;
 use sparse::{Opened, SparseExtent};
 
@@ -230,7 +230,7 @@ fn open_descriptor(
     // Everything that can be refused is refused before any file is opened.
     for e in &d.extents {
         let line = e.line;
-        if e.access == Access::NoAccess {
+        if e.access == Permission::NoAccess {
             return Err(unsupported(
                 file,
                 format!("a NOACCESS VMDK extent (descriptor line {line})"),
@@ -252,15 +252,15 @@ fn open_descriptor(
                 Some("convert it with `qemu-img convert -O qcow2` first"),
             ));
         }
-        if let (Some(name), DependencyPolicy::SameDirectory) = (&e.name, ctx.dependencies) {
-            if let Some(why) = unsafe_name_reason(name) {
-                return Err(DiskError::ExternalReference {
-                    file: file.to_owned(),
-                    kind: "VMDK extent".into(),
-                    name: name.clone(),
-                    why: why.to_owned(),
-                });
-            }
+        if let (Some(name), DependencyPolicy::SameDirectory) = (&e.name, ctx.dependencies)
+            && let Some(why) = unsafe_name_reason(name)
+        {
+            return Err(DiskError::ExternalReference {
+                file: file.to_owned(),
+                kind: "VMDK extent".into(),
+                name: name.clone(),
+                why: why.to_owned(),
+            });
         }
     }
     let mut files = vec![ctx.source.clone()];

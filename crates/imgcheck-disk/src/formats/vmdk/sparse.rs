@@ -76,20 +76,22 @@ impl<V: Clone> Lru<V> {
             *e = (key, v, self.tick);
             return;
         }
-        if self.items.len() >= self.cap {
-            if let Some(i) = self
+        if self.items.len() >= self.cap
+            && let Some(i) = self
                 .items
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, e)| e.2)
                 .map(|(i, _)| i)
-            {
-                self.items.swap_remove(i);
-            }
+        {
+            self.items.swap_remove(i);
         }
         self.items.push((key, v, self.tick));
     }
 }
+
+/// A grain table and an index into it.
+type GtSlot = (Arc<[u32]>, usize);
 
 /// What one grain-table entry says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,7 +336,7 @@ impl SparseExtent {
 
     /// The grain-table entry for grain `g`, or `None` when its whole table
     /// is absent (GD entry 0).
-    fn lookup(&self, g: u64) -> Result<Option<(Arc<[u32]>, usize)>, DiskError> {
+    fn lookup(&self, g: u64) -> Result<Option<GtSlot>, DiskError> {
         let gd_idx = g / self.h.gtes_per_gt;
         let gt_idx = usize::try_from(g % self.h.gtes_per_gt).unwrap_or(usize::MAX);
         let gde = usize::try_from(gd_idx)
@@ -432,16 +434,32 @@ impl SparseExtent {
         })
     }
 
+    /// The grain size as a buffer length (compressed grains are decoded
+    /// whole; `validate` bounded them by the table limit).
+    fn grain_usize(&self) -> Result<usize, DiskError> {
+        usize::try_from(self.h.grain).map_err(|_| {
+            crate::error::limit(
+                self.name(),
+                "VMDK sparse header",
+                0,
+                "grain size (bytes)",
+                self.h.grain,
+                usize::MAX as u64,
+            )
+        })
+    }
+
     /// Decodes extent bytes `rel..rel + buf.len()` of a compressed extent.
     pub fn read_encoded(&self, rel: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         let grain = self.h.grain;
+        let grain_us = self.grain_usize()?;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = rel.saturating_add(done as u64);
             let g = pos / grain;
-            // < grain <= 1 GiB: fits in usize.
-            let in_grain = (pos % grain) as usize;
-            let n = (buf.len() - done).min(grain as usize - in_grain);
+            // pos % grain < grain, which fits in usize (grain_usize).
+            let in_grain = usize::try_from(pos % grain).unwrap_or(grain_us);
+            let n = (buf.len() - done).min(grain_us - in_grain);
             let dst = &mut buf[done..done + n];
             let kind = match self.lookup(g)? {
                 None => Grain::Unallocated,
@@ -515,7 +533,7 @@ impl SparseExtent {
             read_vec(self.src.as_ref(), at, avail, max_in)?
         };
         // grain <= max_table_bytes (validate), so this allocation is bounded.
-        let mut out = vec![0u8; grain as usize];
+        let mut out = vec![0u8; self.grain_usize()?];
         let mut z = Decompress::new(true);
         let status = z
             .decompress(&input, &mut out, FlushDecompress::Finish)
@@ -527,8 +545,8 @@ impl SparseExtent {
                 format!("grain {g}: zlib stream is truncated")
             }));
         }
-        // total_out <= grain, which fits in usize.
-        out.truncate(z.total_out() as usize);
+        // total_out <= out.len(); truncate is a no-op past the length.
+        out.truncate(usize::try_from(z.total_out()).unwrap_or(usize::MAX));
         let out = Arc::new(out);
         lock(&self.grain_cache).put(g, out.clone());
         Ok(out)
