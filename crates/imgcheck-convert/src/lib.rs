@@ -5,14 +5,30 @@
 //! become holes (raw) or absent clusters (qcow2); data runs are read in
 //! large chunks, on all cores.
 //!
+//! | output | module | how |
+//! |---|---|---|
+//! | raw | `raw` | parallel positional writes, holes for zeros |
+//! | qcow2 | `qcow2` | one sequential pass: data, L2 tables, L1, refcounts, header last |
+//! | raw + gzip | `compress` | pigz method: independent deflate blocks primed with the previous 32 KiB |
+//! | raw + bzip2 | `compress` | pbzip2 method: independent 900 kB bzip2 streams |
+//!
+//! All of them run the expensive part (reads, zero checks, compression) on a
+//! worker pool through one ordered pipeline (`pipeline`) with a bounded
+//! number of jobs in flight, and write sequentially in order.
+//!
 //! Outputs are written to a temporary name in the target directory and
 //! renamed into place only when complete ([`output::AtomicOutput`]), so an
 //! interrupted convert never leaves a file that looks finished.
 
+mod compress;
 pub mod output;
+mod pipeline;
+mod qcow2;
 mod raw;
 
+pub use compress::{BZ_BLOCK, GZ_BLOCK, write_bzip2, write_gzip};
 pub use output::AtomicOutput;
+pub use qcow2::{CLUSTER as QCOW2_CLUSTER, write_qcow2};
 pub use raw::write_raw;
 
 use imgcheck_disk::DiskError;
@@ -37,6 +53,82 @@ pub enum ConvertError {
     /// The output exists and `force` was not given.
     #[error("{0}: already exists (pass --force to overwrite)")]
     Exists(PathBuf),
+    /// The requested combination is not supported.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Something that should not happen (a compressor error, no threads).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Tuning shared by the writers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Worker threads; 0 = one per core.
+    pub threads: usize,
+    /// Compression level (gzip 0-9, default 6; bzip2 1-9, default 9).
+    pub level: Option<u32>,
+}
+
+/// Output container format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Raw disk image.
+    Raw,
+    /// qcow2 v3, zero clusters left out.
+    Qcow2,
+}
+
+/// Compression around the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compress {
+    /// None.
+    None,
+    /// One gzip member (pigz-style parallel deflate).
+    Gzip,
+    /// Concatenated bzip2 streams (pbzip2-style).
+    Bzip2,
+}
+
+/// Writes `disk` into `out` (a fresh [`AtomicOutput`]) as `format` wrapped
+/// in `compress`, without committing it. Raw + gzip/bzip2 and the plain
+/// formats are supported; qcow2 inside a compressor is not (the qcow2
+/// writer needs to seek back to write its header).
+pub fn convert(
+    disk: &imgcheck_disk::VirtualDisk,
+    out: &AtomicOutput,
+    format: OutputFormat,
+    compress: Compress,
+    options: &Options,
+    progress: Progress<'_>,
+) -> Result<ConvertStats, ConvertError> {
+    let path = out.temp_path();
+    match (format, compress) {
+        (OutputFormat::Raw, Compress::None) => write_raw(disk, out.file(), path, progress),
+        (OutputFormat::Qcow2, Compress::None) => {
+            write_qcow2(disk, out.file(), path, options, progress)
+        }
+        (OutputFormat::Raw, Compress::Gzip | Compress::Bzip2) => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out.file());
+            let r = if compress == Compress::Gzip {
+                write_gzip(disk, &mut w, options, progress)
+            } else {
+                write_bzip2(disk, &mut w, options, progress)
+            };
+            // Name the real file in write errors.
+            r.map_err(|e| match e {
+                ConvertError::Write { source, .. } => ConvertError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                other => other,
+            })
+        }
+        (OutputFormat::Qcow2, _) => Err(ConvertError::Unsupported(
+            "qcow2 output cannot be compressed yet; use -O raw with --compress, or plain qcow2"
+                .into(),
+        )),
+    }
 }
 
 /// What a conversion did.

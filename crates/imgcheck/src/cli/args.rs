@@ -52,6 +52,29 @@ pub struct InfoArgs {
 pub enum OutFormat {
     /// Raw disk image, sparse.
     Raw,
+    /// qcow2 v3 (64 KiB clusters), zero clusters left out.
+    Qcow2,
+}
+
+/// Compression around the output of `convert`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CompressArg {
+    /// No compression.
+    None,
+    /// gzip (one member, compressed on all cores).
+    Gzip,
+    /// bzip2 (concatenated streams, compressed on all cores).
+    Bzip2,
+}
+
+/// Providers `convert --for` knows the upload format of.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Provider {
+    /// Linode/Akamai: raw + gzip (`NAME.img.gz`).
+    Linode,
+    /// DigitalOcean: qcow2 with zero clusters left out (`NAME.qcow2`).
+    #[value(alias = "do")]
+    Digitalocean,
 }
 
 /// `imgcheck convert`.
@@ -59,11 +82,29 @@ pub enum OutFormat {
 pub struct ConvertArgs {
     /// Input image.
     pub input: String,
-    /// Output path.
-    pub output: PathBuf,
+    /// Output path (default: next to the input, named after it and the
+    /// output format, e.g. `disk.img.gz`).
+    pub output: Option<PathBuf>,
     /// Output format.
-    #[arg(short = 'O', long = "output-format", value_enum, default_value = "raw")]
-    pub out_format: OutFormat,
+    #[arg(
+        short = 'O',
+        long = "output-format",
+        value_enum,
+        conflicts_with = "provider"
+    )]
+    pub out_format: Option<OutFormat>,
+    /// Compress the output.
+    #[arg(long, value_enum, conflicts_with = "provider")]
+    pub compress: Option<CompressArg>,
+    /// Pick the smallest output this provider accepts.
+    #[arg(long = "for", value_enum)]
+    pub provider: Option<Provider>,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Compression level (gzip 1-9, default 6; bzip2 1-9, default 9).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub level: Option<u32>,
     /// Overwrite an existing output.
     #[arg(long)]
     pub force: bool,

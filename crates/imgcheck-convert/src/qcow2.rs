@@ -1,0 +1,357 @@
+//! Writing qcow2 v3: 64 KiB clusters, 16-bit refcounts, no compression,
+//! zero clusters left out.
+//!
+//! # Layout (one sequential pass, bounded memory)
+//!
+//! ```text
+//! cluster 0            header (written last, when the table offsets are known)
+//! clusters 1..         data clusters of L2 region 0 (guest order, zeros left out)
+//!                      L2 table of region 0 (only if the region has data)
+//!                      data clusters of region 1, L2 table of region 1, ...
+//!                      L1 table
+//!                      refcount table
+//!                      refcount blocks
+//! ```
+//!
+//! An L2 table maps 8192 clusters (512 MiB of guest space). Because data is
+//! written in guest order, region *r*'s L2 table is complete as soon as the
+//! stream passes the end of region *r*, so it is written right there: the
+//! writer holds one L2 table (64 KiB) and the L1 table (8 bytes per 512 MiB
+//! of guest space) in memory, never a map of the whole disk. Every cluster
+//! from 0 to the end of the file is used exactly once and nothing is shared,
+//! so every refcount is 1 and every L1/L2 entry carries the COPIED flag;
+//! the refcount blocks are therefore "1 up to the end, 0 after", computed at
+//! the end without remembering anything. The data is read once.
+//!
+//! Zero detection is per cluster: runs the allocation map reports as zero or
+//! unallocated are never read, and data clusters that read as all zeros are
+//! left out too (their L2 entry stays 0: unallocated, reads as zeros, since
+//! the image has no backing file).
+//!
+//! The virtual size is rounded up to a multiple of 512 bytes, as
+//! `qemu-img convert -O qcow2` does (QEMU counts qcow2 sizes in sectors).
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use imgcheck_disk::VirtualDisk;
+
+use crate::pipeline::{build_pool, run_ordered};
+use crate::raw::is_zero;
+use crate::{ConvertError, ConvertStats, Options, Progress};
+
+/// log2 of the cluster size.
+const CLUSTER_BITS: u32 = 16;
+/// Cluster size in bytes (64 KiB, QEMU's default).
+pub const CLUSTER: u64 = 1 << CLUSTER_BITS;
+/// Entries per L2 table (one cluster of u64).
+const L2_ENTRIES: u64 = CLUSTER / 8;
+/// Refcounts per refcount block (16-bit entries).
+const RC_PER_BLOCK: u64 = CLUSTER / 2;
+/// Refcount-table entries per cluster.
+const RT_PER_CLUSTER: u64 = CLUSTER / 8;
+/// L1/L2 flag: refcount is exactly 1.
+const COPIED: u64 = 1 << 63;
+/// Clusters per read job: 32 × 64 KiB = 2 MiB, big enough to amortise the
+/// per-job cost, small enough that `window` jobs stay a few MiB.
+const JOB_CLUSTERS: u64 = 32;
+
+/// A header field at its spec offset (formats.md A.1), big-endian.
+fn put_be(buf: &mut [u8], off: usize, v: &[u8]) {
+    buf[off..off + v.len()].copy_from_slice(v);
+}
+
+/// What a read job found: the chunk's bytes (absent when the allocation map
+/// says the whole chunk reads as zero) and which clusters hold data.
+struct Chunk {
+    buf: Option<Vec<u8>>,
+    data: Vec<bool>,
+    read: u64,
+    len: u64,
+}
+
+/// Sizes of the qcow2 file once the data is written (all in clusters).
+struct Tail {
+    l1_offset: u64,
+    l1_clusters: u64,
+    rt_offset: u64,
+    rt_clusters: u64,
+    rb_offset: u64,
+    rb_count: u64,
+}
+
+/// Places L1, refcount table and refcount blocks after `next` (the first
+/// free cluster) so that the refcount blocks cover every cluster of the
+/// file, themselves included.
+fn plan_tail(next: u64, l1_size: u64) -> Result<Tail, ConvertError> {
+    let l1_clusters = (l1_size * 8).div_ceil(CLUSTER).max(1);
+    let before_rc = next + l1_clusters;
+    // Grow until stable: blocks cover the file, the table covers the blocks.
+    let (mut rt, mut rb) = (1u64, 1u64);
+    loop {
+        let total = before_rc + rt + rb;
+        let need_rb = total.div_ceil(RC_PER_BLOCK);
+        let need_rt = need_rb.div_ceil(RT_PER_CLUSTER);
+        if need_rb <= rb && need_rt <= rt {
+            break;
+        }
+        rb = rb.max(need_rb);
+        rt = rt.max(need_rt);
+    }
+    let rt_clusters =
+        u32::try_from(rt).map_err(|_| ConvertError::Internal("refcount table too large".into()))?;
+    Ok(Tail {
+        l1_offset: next * CLUSTER,
+        l1_clusters,
+        rt_offset: before_rc * CLUSTER,
+        rt_clusters: u64::from(rt_clusters),
+        rb_offset: (before_rc + rt) * CLUSTER,
+        rb_count: rb,
+    })
+}
+
+/// The 64 KiB header cluster.
+fn header(size: u64, l1_size: u64, tail: &Tail) -> Vec<u8> {
+    let mut h = vec![0u8; CLUSTER as usize];
+    put_be(&mut h, 0, b"QFI\xfb");
+    put_be(&mut h, 4, &3u32.to_be_bytes()); // version
+    // 8: backing_file_offset, 16: backing_file_size = 0
+    put_be(&mut h, 20, &CLUSTER_BITS.to_be_bytes());
+    put_be(&mut h, 24, &size.to_be_bytes());
+    // 32: crypt_method = 0
+    // l1_size fits u32: checked by the caller.
+    put_be(&mut h, 36, &(l1_size as u32).to_be_bytes());
+    put_be(&mut h, 40, &tail.l1_offset.to_be_bytes());
+    put_be(&mut h, 48, &tail.rt_offset.to_be_bytes());
+    put_be(&mut h, 56, &(tail.rt_clusters as u32).to_be_bytes());
+    // 60: nb_snapshots, 64: snapshots_offset, 72..96: feature bits = 0
+    put_be(&mut h, 96, &4u32.to_be_bytes()); // refcount_order: 16 bits
+    // header_length 112: includes compression_type (104, 0 = zlib) and
+    // padding to 8 bytes, as QEMU writes it.
+    put_be(&mut h, 100, &112u32.to_be_bytes());
+    // 112..120: header extension "end" (type 0, length 0) = zeros.
+    h
+}
+
+/// Sequential writer of the qcow2 file body, counting clusters.
+struct Body<'a> {
+    w: BufWriter<&'a File>,
+    /// Next free host cluster.
+    next: u64,
+    path: &'a Path,
+}
+
+impl Body<'_> {
+    fn werr(&self, source: std::io::Error) -> ConvertError {
+        ConvertError::Write {
+            path: self.path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Appends whole clusters; returns the host offset of the first.
+    fn append(&mut self, bytes: &[u8]) -> Result<u64, ConvertError> {
+        let at = self.next * CLUSTER;
+        self.w.write_all(bytes).map_err(|e| self.werr(e))?;
+        let len = bytes.len() as u64;
+        let pad = len.next_multiple_of(CLUSTER) - len;
+        if pad > 0 {
+            // Only the last guest cluster of an odd-sized disk is short.
+            let zeros = vec![0u8; pad as usize];
+            self.w.write_all(&zeros).map_err(|e| self.werr(e))?;
+        }
+        self.next += len.div_ceil(CLUSTER);
+        Ok(at)
+    }
+}
+
+/// Writes `disk` to `out` (empty, seekable) as qcow2. `path` is only for
+/// error messages.
+pub fn write_qcow2(
+    disk: &VirtualDisk,
+    out: &File,
+    path: &Path,
+    options: &Options,
+    progress: Progress<'_>,
+) -> Result<ConvertStats, ConvertError> {
+    let guest_size = disk.virtual_size();
+    let size = guest_size.next_multiple_of(512);
+    let clusters = size.div_ceil(CLUSTER);
+    let l1_size = clusters.div_ceil(L2_ENTRIES);
+    if u32::try_from(l1_size).is_err() {
+        return Err(ConvertError::Internal(format!(
+            "virtual size {size} is too large for a qcow2 L1 table"
+        )));
+    }
+    let pool = build_pool(options.threads)?;
+    let mut body = Body {
+        w: BufWriter::with_capacity(1 << 20, out),
+        next: 1,
+        path,
+    };
+    let at = body
+        .w
+        .seek(SeekFrom::Start(CLUSTER))
+        .map_err(|e| body.werr(e))?;
+    debug_assert_eq!(at, CLUSTER);
+
+    let mut l1 = vec![0u64; l1_size as usize];
+    let mut l2 = vec![0u64; L2_ENTRIES as usize];
+    let mut l2_region = 0u64;
+    let mut l2_used = false;
+    let mut stats = ConvertStats {
+        virtual_size: size,
+        ..Default::default()
+    };
+
+    let jobs = clusters.div_ceil(JOB_CLUSTERS);
+    let window = pool.current_num_threads() * 4;
+    let read_job = |j: u64| -> Result<Chunk, ConvertError> {
+        let start = j * JOB_CLUSTERS * CLUSTER;
+        let len = (JOB_CLUSTERS * CLUSTER).min(size - start);
+        let n = len.div_ceil(CLUSTER) as usize;
+        // Bytes past the guest size (512 rounding) read as zeros.
+        let guest_len = len.min(guest_size.saturating_sub(start));
+        let mut all_zero = true;
+        for ext in disk.extents(start, guest_len) {
+            if !ext?.kind.reads_zero() {
+                all_zero = false;
+                break;
+            }
+        }
+        if all_zero {
+            return Ok(Chunk {
+                buf: None,
+                data: vec![false; n],
+                read: 0,
+                len,
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        disk.read_at(start, &mut buf[..guest_len as usize])?;
+        let data = buf.chunks(CLUSTER as usize).map(|c| !is_zero(c)).collect();
+        Ok(Chunk {
+            buf: Some(buf),
+            data,
+            read: guest_len,
+            len,
+        })
+    };
+
+    let mut guest_cluster = 0u64;
+    run_ordered(&pool, jobs, window, read_job, |chunk: Chunk| {
+        for (k, has_data) in chunk.data.iter().enumerate() {
+            let region = guest_cluster / L2_ENTRIES;
+            if region != l2_region {
+                flush_l2(&mut body, &mut l1, &mut l2, l2_region, &mut l2_used)?;
+                l2_region = region;
+            }
+            if *has_data {
+                if let Some(buf) = &chunk.buf {
+                    let from = k * CLUSTER as usize;
+                    let to = (from + CLUSTER as usize).min(buf.len());
+                    let host = body.append(&buf[from..to])?;
+                    l2[(guest_cluster % L2_ENTRIES) as usize] = host | COPIED;
+                    l2_used = true;
+                }
+            }
+            guest_cluster += 1;
+        }
+        stats.bytes_read += chunk.read;
+        progress(chunk.len);
+        Ok(())
+    })?;
+    flush_l2(&mut body, &mut l1, &mut l2, l2_region, &mut l2_used)?;
+
+    // L1 table.
+    let tail = plan_tail(body.next, l1_size)?;
+    let mut bytes = Vec::with_capacity((tail.l1_clusters * CLUSTER) as usize);
+    for e in &l1 {
+        bytes.extend_from_slice(&e.to_be_bytes());
+    }
+    let at = body.append(&bytes)?;
+    debug_assert_eq!(at, tail.l1_offset);
+
+    // Refcount table: one entry per refcount block.
+    let mut rt = Vec::with_capacity((tail.rt_clusters * CLUSTER) as usize);
+    for b in 0..tail.rb_count {
+        rt.extend_from_slice(&(tail.rb_offset + b * CLUSTER).to_be_bytes());
+    }
+    let at = body.append(&rt)?;
+    debug_assert_eq!(at, tail.rt_offset);
+
+    // Refcount blocks: every cluster of the file is used once.
+    let total = body.next + tail.rb_count;
+    let mut block = vec![0u8; CLUSTER as usize];
+    for b in 0..tail.rb_count {
+        let first = b * RC_PER_BLOCK;
+        for (i, e) in block.chunks_mut(2).enumerate() {
+            let in_file = first + (i as u64) < total;
+            e.copy_from_slice(if in_file { &[0, 1] } else { &[0, 0] });
+        }
+        body.append(&block)?;
+    }
+    debug_assert_eq!(body.next, total);
+    let end = body.next * CLUSTER;
+    body.w.flush().map_err(|e| body.werr(e))?;
+    drop(body);
+
+    let h = header(size, l1_size, &tail);
+    let werr = |source| ConvertError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    out.write_all_at(&h, 0).map_err(werr)?;
+    out.set_len(end).map_err(werr)?;
+    stats.bytes_written = end;
+    Ok(stats)
+}
+
+/// Writes the L2 table of `region` if it maps anything, records it in L1,
+/// and clears it for the next region.
+fn flush_l2(
+    body: &mut Body<'_>,
+    l1: &mut [u64],
+    l2: &mut [u64],
+    region: u64,
+    used: &mut bool,
+) -> Result<(), ConvertError> {
+    if !*used {
+        return Ok(());
+    }
+    let mut bytes = Vec::with_capacity(CLUSTER as usize);
+    for e in l2.iter() {
+        bytes.extend_from_slice(&e.to_be_bytes());
+    }
+    let at = body.append(&bytes)?;
+    if let Some(slot) = l1.get_mut(region as usize) {
+        *slot = at | COPIED;
+    }
+    l2.fill(0);
+    *used = false;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_covers_itself() {
+        for next in [
+            1,
+            2,
+            100,
+            RC_PER_BLOCK - 3,
+            RC_PER_BLOCK,
+            5 * RC_PER_BLOCK + 7,
+        ] {
+            let t = plan_tail(next, 3).unwrap();
+            let end = t.rb_offset / CLUSTER + t.rb_count;
+            assert!(t.rb_count * RC_PER_BLOCK >= end, "next={next}");
+            assert!(t.rt_clusters * RT_PER_CLUSTER >= t.rb_count);
+        }
+    }
+}
