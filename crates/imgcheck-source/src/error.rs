@@ -78,6 +78,25 @@ pub enum SourceError {
         /// What is wrong.
         reason: String,
     },
+    /// A compressed stream decodes to more than the caller's limit
+    /// (`max_uncompressed`): decoding stopped there, so a decompression bomb
+    /// costs the limit, not the bomb. The check layer reports it as
+    /// `size.too_large`.
+    #[error(
+        "{name}: {structure} decompresses to more than the limit of {limit} bytes (stopped at compressed offset {compressed_offset} after {uncompressed_so_far} bytes; the stream was not read to its end)"
+    )]
+    LimitExceeded {
+        /// Source name.
+        name: String,
+        /// Container and structure ("gzip stream", "bzip2 stream").
+        structure: String,
+        /// The limit that was passed.
+        limit: u64,
+        /// Uncompressed bytes produced when decoding stopped (> limit).
+        uncompressed_so_far: u64,
+        /// Compressed offset reached when decoding stopped.
+        compressed_offset: u64,
+    },
     /// Anything else, with a message that already names the source.
     #[error("{0}")]
     Other(String),

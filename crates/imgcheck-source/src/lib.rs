@@ -17,11 +17,15 @@
 //! ([`ByteSource::open_sibling`]), because it is the only layer that knows
 //! where a source lives.
 
+mod decompress;
 mod error;
 mod file;
 mod mem;
 mod slice;
 
+pub use decompress::{
+    Bzip2Source, DecompressOptions, GzipSource, Progress, ProgressFn, StreamInfo,
+};
 pub use error::SourceError;
 pub use file::FileSource;
 pub use mem::MemSource;
