@@ -679,3 +679,72 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn delta_reports_its_parent_and_never_opens_it() {
+    let img = make("subformat=monolithicSparse");
+    let delta = img.path.with_file_name("delta.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-b",
+        "disk.vmdk",
+        "-F",
+        "vmdk",
+        delta.to_str().unwrap(),
+    ]);
+    let q = qemu_info(&delta);
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::new(Spy {
+        inner: MemSource::new("delta.vmdk", std::fs::read(&delta).unwrap()),
+        dir: delta.parent().unwrap().to_path_buf(),
+        opened: opened.clone(),
+    });
+    let d = open_src(s).unwrap();
+    let info = d.info();
+    assert_eq!(
+        info.backing_file.as_deref(),
+        q["backing-filename"].as_str(),
+        "backing file differs from qemu-img info"
+    );
+    assert_eq!(
+        info.format_specific["parent-cid"],
+        q["format-specific"]["data"]["parent-cid"]
+    );
+    assert!(
+        info.external_refs
+            .iter()
+            .any(|r| r.name == "disk.vmdk" && !r.opened)
+    );
+    assert!(opened.lock().unwrap().is_empty());
+    // Unallocated grains are reported as such (the parent is not read).
+    assert_eq!(d.map(0, 4096).unwrap().kind, MapKind::Unallocated);
+}
+
+#[test]
+fn oversized_descriptors_are_refused_before_reading() {
+    let mut big = b"# Disk DescriptorFile\nversion=1\n".to_vec();
+    big.resize((1 << 20) + 1, b'#');
+    let e = open_src(Arc::new(MemSource::new("big.vmdk", big))).unwrap_err();
+    assert!(matches!(e, DiskError::Limit { .. }), "{e}");
+    // An embedded descriptor claiming 2^40 sectors.
+    let img = make("subformat=monolithicSparse");
+    let mut file = std::fs::read(&img.path).unwrap();
+    file[36..44].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let e = open_src(Arc::new(MemSource::new("emb.vmdk", file))).unwrap_err();
+    assert!(matches!(e, DiskError::Limit { .. }), "{e}");
+}
+
+#[test]
+fn cowd_and_garbage_are_named() {
+    let e = open_src(Arc::new(MemSource::new(
+        "c.vmdk",
+        b"COWD\x01\0\0\0".to_vec(),
+    )))
+    .unwrap_err();
+    assert!(matches!(e, DiskError::Unsupported { .. }), "{e}");
+    let e = open_src(Arc::new(MemSource::new("k.vmdk", b"KDMV".to_vec()))).unwrap_err();
+    assert!(e.to_string().contains("k.vmdk"), "{e}");
+}
