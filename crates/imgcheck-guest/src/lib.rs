@@ -1,20 +1,229 @@
 //! Guest inspection: partition tables, filesystems, and facts read from the
 //! root filesystem, entirely in userspace over a [`ByteSource`] (never the
 //! host kernel, never a mount).
+//!
+//! The flow of [`inspect`]:
+//! 1. [`partitions`]: the partition table (GPT, MBR, hybrid, none);
+//! 2. [`fsprobe`]: what sits in each partition (or on the whole disk);
+//! 3. [`ext`]: ext filesystems are opened with ext4-view after our own
+//!    superblock check;
+//! 4. [`root`]: the root is the ext filesystem holding os-release; its
+//!    /etc/fstab grafts a separate /usr or /boot;
+//! 5. [`facts`]: OS, cloud-init, datasource_list, sshd, boot, KakaoCloud.
+//!
+//! Every byte comes from an untrusted image: reads are bounded, arithmetic
+//! is checked, loops are capped, and a problem becomes a note or an unknown
+//! fact, never a panic or an error return.
 
 mod report;
 
+pub mod ext;
+pub mod facts;
+pub mod fat;
+pub mod fsprobe;
+pub mod partitions;
+pub mod root;
+
 pub use report::*;
+pub use root::FileRead;
 
 use std::sync::Arc;
 
-use imgcheck_source::ByteSource;
+use ext4_view::Ext4;
+use imgcheck_source::{ByteSource, SliceSource};
 
 /// Inspects the guest disk `disk` (guest bytes, e.g. a `VirtualDisk`).
 ///
 /// Never fails: what cannot be read is reported in [`GuestReport::notes`]
 /// and in the facts as unknown.
 pub fn inspect(disk: Arc<dyn ByteSource>) -> GuestReport {
-    let _ = disk;
-    GuestReport::default()
+    inspect_inner(disk, false).0
+}
+
+/// [`inspect`], also returning every guest file it read (path, the
+/// filesystem's offset, the bytes). For differential tests and for
+/// explaining a verdict.
+pub fn inspect_traced(disk: Arc<dyn ByteSource>) -> (GuestReport, Vec<FileRead>) {
+    inspect_inner(disk, true)
+}
+
+/// The window of `disk` a filesystem lives in.
+fn fs_source(disk: &Arc<dyn ByteSource>, fs: &Filesystem) -> Arc<dyn ByteSource> {
+    let name = match fs.partition {
+        Some(n) => format!("{} (partition {n})", disk.name()),
+        None => disk.name().to_owned(),
+    };
+    Arc::new(SliceSource::new(disk.clone(), fs.offset, fs.size, name))
+}
+
+fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<FileRead>) {
+    let mut r = GuestReport::default();
+    let table = partitions::read_table(&disk);
+    r.partitions = table.table;
+    for p in &r.partitions.problems {
+        r.notes.push(format!("partition table: {p}"));
+    }
+
+    // 2. What is in each partition (or on the whole disk).
+    if r.partitions.entries.is_empty() {
+        let mut fs = fsprobe::probe(disk.as_ref());
+        fs.offset = 0;
+        fs.size = disk.len();
+        if fs.kind != FsKind::Unknown || r.partitions.kind == TableKind::None {
+            r.filesystems.push(fs);
+        }
+    } else {
+        for p in &r.partitions.entries {
+            if p.role == PartitionRole::Extended {
+                continue;
+            }
+            let src = SliceSource::new(disk.clone(), p.start, p.size, disk.name().to_owned());
+            let mut fs = fsprobe::probe(&src);
+            fs.partition = Some(p.number);
+            fs.offset = p.start;
+            fs.size = src.len();
+            r.filesystems.push(fs);
+        }
+    }
+
+    // 3. Open every ext filesystem; the reason for a refusal goes into the
+    // report and inspection goes on.
+    let mut opened: Vec<Option<Ext4>> = Vec::with_capacity(r.filesystems.len());
+    for fs in &mut r.filesystems {
+        if !matches!(fs.kind, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) {
+            opened.push(None);
+            continue;
+        }
+        match ext::load(fs_source(&disk, fs)) {
+            Ok(e) => opened.push(Some(e)),
+            Err(why) => {
+                let at = fs
+                    .partition
+                    .map_or("whole disk".to_owned(), |n| format!("partition {n}"));
+                r.notes.push(format!(
+                    "{:?} filesystem on {at} cannot be read: {why}",
+                    fs.kind
+                ));
+                fs.error = Some(why);
+                opened.push(None);
+            }
+        }
+    }
+
+    // 4. The root and its mounts.
+    let mut guest = None;
+    for (i, e) in opened.iter().enumerate() {
+        let Some(e) = e else { continue };
+        let offset = r.filesystems.get(i).map_or(0, |f| f.offset);
+        let g = root::Guest::new(e.clone(), offset, trace);
+        if facts::os::ROOT_MARKERS.iter().any(|m| g.lstat(m).is_some()) {
+            r.root = Some(i);
+            guest = Some(g);
+            break;
+        }
+    }
+    if let (Some(g), Some(ri)) = (guest.as_mut(), r.root) {
+        mount_from_fstab(
+            g,
+            ri,
+            &r.filesystems,
+            &opened,
+            &table.partuuids,
+            &mut r.notes,
+        );
+    } else if r
+        .filesystems
+        .iter()
+        .any(|f| f.kind == FsKind::Ufs || f.kind == FsKind::Zfs)
+    {
+        r.notes.push(
+            "no readable Linux root; a UFS/ZFS filesystem is present (BSD?) that imgcheck cannot read"
+                .into(),
+        );
+    } else {
+        r.notes
+            .push("no root filesystem found (no ext filesystem holds os-release)".into());
+    }
+
+    // 5. Facts.
+    r.guest = facts::gather(guest.as_ref(), &disk, &r);
+    let trace = guest
+        .as_ref()
+        .map(root::Guest::take_trace)
+        .unwrap_or_default();
+    (r, trace)
+}
+
+/// Mounts /usr and /boot from the root's /etc/fstab when they live on
+/// other ext filesystems we opened.
+fn mount_from_fstab(
+    g: &mut root::Guest,
+    root_index: usize,
+    fss: &[Filesystem],
+    opened: &[Option<Ext4>],
+    partuuids: &[(u32, String)],
+    notes: &mut Vec<String>,
+) {
+    let Some(text) = g.read_text("/etc/fstab") else {
+        return;
+    };
+    for e in root::parse_fstab(&text) {
+        if e.point != "/usr" && e.point != "/boot" {
+            continue;
+        }
+        let found = fss.iter().position(|f| spec_matches(&e.spec, f, partuuids));
+        match found {
+            Some(i) if i == root_index => {}
+            Some(i) => match opened.get(i).and_then(Option::as_ref) {
+                Some(fs) => g.mount(&e.point, fs.clone(), fss[i].offset),
+                None => notes.push(format!(
+                    "fstab mounts {} from {} ({:?}), which imgcheck cannot read; files there are unknown",
+                    e.point, e.spec, fss[i].kind
+                )),
+            },
+            None => notes.push(format!(
+                "fstab mounts {} from {}, which is not on this disk",
+                e.point, e.spec
+            )),
+        }
+    }
+}
+
+/// Whether an fstab `spec` names filesystem `f`.
+fn spec_matches(spec: &str, f: &Filesystem, partuuids: &[(u32, String)]) -> bool {
+    let eq = |a: Option<&str>, b: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(b));
+    let partuuid = |v: &str| {
+        partuuids
+            .iter()
+            .any(|(n, u)| Some(*n) == f.partition && u.eq_ignore_ascii_case(v))
+    };
+    let unq = |v: &str| v.trim_matches('"').to_owned();
+    if let Some(v) = spec.strip_prefix("UUID=") {
+        eq(f.uuid.as_deref(), &unq(v))
+    } else if let Some(v) = spec.strip_prefix("LABEL=") {
+        eq(f.label.as_deref(), &unq(v))
+    } else if let Some(v) = spec.strip_prefix("PARTUUID=") {
+        partuuid(&unq(v))
+    } else if let Some(v) = spec.strip_prefix("/dev/disk/by-uuid/") {
+        eq(f.uuid.as_deref(), v)
+    } else if let Some(v) = spec.strip_prefix("/dev/disk/by-label/") {
+        eq(f.label.as_deref(), v)
+    } else if let Some(v) = spec.strip_prefix("/dev/disk/by-partuuid/") {
+        partuuid(v)
+    } else if let Some(dev) = spec.strip_prefix("/dev/") {
+        // /dev/vda2, /dev/sda2, /dev/xvda2, /dev/nvme0n1p2: the trailing
+        // number is the partition number on the (only) disk.
+        let digits: String = dev
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let n: Option<u32> = digits.parse().ok();
+        n.is_some() && n == f.partition
+    } else {
+        false
+    }
 }

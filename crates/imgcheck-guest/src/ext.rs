@@ -1,0 +1,242 @@
+//! ext2/3/4: our own superblock parse (kind, features, label, UUID) and the
+//! adapter that lets `ext4-view` read a filesystem through a [`ByteSource`].
+//!
+//! ext4-view keeps its superblock private and refuses several incompatible
+//! features; parsing the feature words ourselves gives the report exact
+//! feature names, tells ext2 from ext3 from ext4 the way blkid does, and
+//! lets us name the feature that makes a filesystem unreadable before
+//! ext4-view is even asked.
+
+use std::sync::Arc;
+
+use ext4_view::{Ext4, Ext4Read};
+use imgcheck_source::ByteSource;
+
+use crate::fsprobe::{label_string, uuid_string};
+use crate::report::FsKind;
+
+const COMPAT: &[(u32, &str)] = &[
+    (0x1, "dir_prealloc"),
+    (0x2, "imagic_inodes"),
+    (0x4, "has_journal"),
+    (0x8, "ext_attr"),
+    (0x10, "resize_inode"),
+    (0x20, "dir_index"),
+    (0x40, "lazy_bg"),
+    (0x200, "sparse_super2"),
+    (0x400, "fast_commit"),
+    (0x800, "stable_inodes"),
+    (0x1000, "orphan_file"),
+];
+const INCOMPAT: &[(u32, &str)] = &[
+    (0x1, "compression"),
+    (0x2, "filetype"),
+    (0x4, "needs_recovery"),
+    (0x8, "journal_dev"),
+    (0x10, "meta_bg"),
+    (0x40, "extent"),
+    (0x80, "64bit"),
+    (0x100, "mmp"),
+    (0x200, "flex_bg"),
+    (0x400, "ea_inode"),
+    (0x1000, "dirdata"),
+    (0x2000, "metadata_csum_seed"),
+    (0x4000, "large_dir"),
+    (0x8000, "inline_data"),
+    (0x10000, "encrypt"),
+    (0x20000, "casefold"),
+];
+const RO_COMPAT: &[(u32, &str)] = &[
+    (0x1, "sparse_super"),
+    (0x2, "large_file"),
+    (0x4, "btree_dir"),
+    (0x8, "huge_file"),
+    (0x10, "uninit_bg"),
+    (0x20, "dir_nlink"),
+    (0x40, "extra_isize"),
+    (0x100, "quota"),
+    (0x200, "bigalloc"),
+    (0x400, "metadata_csum"),
+    (0x800, "replica"),
+    (0x1000, "read-only"),
+    (0x2000, "project"),
+    (0x4000, "shared_blocks"),
+    (0x8000, "verity"),
+    (0x10000, "orphan_present"),
+];
+
+/// Incompat features ext4-view refuses (its `check_incompat_features`).
+const VIEW_REFUSES: u32 = 0x1 | 0x8 | 0x10 | 0x100 | 0x400 | 0x1000 | 0x4000 | 0x8000;
+/// Incompat features an ext3 driver understands (blkid's
+/// `EXT3_FEATURE_INCOMPAT_SUPP`): anything else makes it ext4.
+const EXT3_INCOMPAT: u32 = 0x2 | 0x4 | 0x10;
+/// ro_compat features an ext3 driver understands.
+const EXT3_RO_COMPAT: u32 = 0x1 | 0x2 | 0x4;
+
+/// The parts of an ext superblock we use.
+#[derive(Debug, Clone)]
+pub struct Superblock {
+    /// `s_feature_compat`.
+    pub compat: u32,
+    /// `s_feature_incompat`.
+    pub incompat: u32,
+    /// `s_feature_ro_compat`.
+    pub ro_compat: u32,
+    /// Volume label.
+    pub label: Option<String>,
+    /// UUID, lower-case hyphenated.
+    pub uuid: Option<String>,
+}
+
+impl Superblock {
+    /// Parses the superblock at byte 1024 of `src`; `None` without the
+    /// 0xEF53 magic.
+    pub fn read(src: &dyn ByteSource) -> Option<Self> {
+        let mut b = [0u8; 0x88];
+        src.read_exact_at(1024, &mut b).ok()?;
+        Self::parse(&b)
+    }
+
+    /// Parses the first 0x88 bytes of a superblock.
+    pub fn parse(b: &[u8; 0x88]) -> Option<Self> {
+        if b[0x38] != 0x53 || b[0x39] != 0xEF {
+            return None;
+        }
+        let le = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let uuid: [u8; 16] = b[0x68..0x78].try_into().ok()?;
+        Some(Self {
+            compat: le(0x5C),
+            incompat: le(0x60),
+            ro_compat: le(0x64),
+            uuid: uuid_string(&uuid),
+            label: label_string(&b[0x78..0x88]),
+        })
+    }
+
+    /// ext2, ext3 or ext4, decided as blkid does: features an ext3 driver
+    /// does not know make it ext4; otherwise a journal makes it ext3.
+    pub fn kind(&self) -> FsKind {
+        let ext4_only =
+            self.incompat & !EXT3_INCOMPAT != 0 || self.ro_compat & !EXT3_RO_COMPAT != 0;
+        if ext4_only {
+            FsKind::Ext4
+        } else if self.compat & 0x4 != 0 {
+            FsKind::Ext3
+        } else {
+            FsKind::Ext2
+        }
+    }
+
+    /// Names of all feature bits set (unknown bits as `compat_0x..`).
+    pub fn feature_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (word, table, what) in [
+            (self.compat, COMPAT, "compat"),
+            (self.incompat, INCOMPAT, "incompat"),
+            (self.ro_compat, RO_COMPAT, "ro_compat"),
+        ] {
+            for bit in 0..32 {
+                let m = 1u32 << bit;
+                if word & m != 0 {
+                    match table.iter().find(|(b, _)| *b == m) {
+                        Some((_, n)) => out.push((*n).to_owned()),
+                        None => out.push(format!("{what}_0x{m:x}")),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Why ext4-view will refuse this filesystem, naming the features, or
+    /// `None` if it should load.
+    pub fn view_refusal(&self) -> Option<String> {
+        let known: u32 = INCOMPAT.iter().map(|(b, _)| b).fold(0, |a, b| a | b);
+        let bad = self.incompat & (VIEW_REFUSES | !known);
+        if bad != 0 {
+            let names: Vec<String> = (0..32)
+                .map(|i| 1u32 << i)
+                .filter(|m| bad & m != 0)
+                .map(|m| {
+                    INCOMPAT
+                        .iter()
+                        .find(|(b, _)| *b == m)
+                        .map_or(format!("incompat_0x{m:x}"), |(_, n)| (*n).to_owned())
+                })
+                .collect();
+            return Some(format!(
+                "unsupported ext4 feature(s) for the userspace reader: {}",
+                names.join(", ")
+            ));
+        }
+        if self.incompat & 0x2 == 0 {
+            return Some(
+                "ext2 without the filetype feature is not supported by the userspace reader".into(),
+            );
+        }
+        None
+    }
+}
+
+/// `ext4-view`'s reader over a [`ByteSource`] (a partition slice).
+struct SourceRead(Arc<dyn ByteSource>);
+
+impl Ext4Read for SourceRead {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0
+            .read_exact_at(start_byte, dst)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    }
+}
+
+/// Loads an ext filesystem with ext4-view, after our own feature check.
+pub fn load(src: Arc<dyn ByteSource>) -> Result<Ext4, String> {
+    let sb = Superblock::read(src.as_ref()).ok_or("no ext superblock (magic 0xEF53 missing)")?;
+    if let Some(why) = sb.view_refusal() {
+        return Err(why);
+    }
+    Ext4::load(Box::new(SourceRead(src))).map_err(|e| format!("ext4 reader: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb(compat: u32, incompat: u32, ro: u32) -> Superblock {
+        let mut b = [0u8; 0x88];
+        b[0x38] = 0x53;
+        b[0x39] = 0xEF;
+        b[0x5C..0x60].copy_from_slice(&compat.to_le_bytes());
+        b[0x60..0x64].copy_from_slice(&incompat.to_le_bytes());
+        b[0x64..0x68].copy_from_slice(&ro.to_le_bytes());
+        b[0x78..0x7C].copy_from_slice(b"root");
+        Superblock::parse(&b).unwrap()
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(sb(0x38, 0x2, 0x3).kind(), FsKind::Ext2);
+        assert_eq!(sb(0x3C, 0x2, 0x3).kind(), FsKind::Ext3);
+        assert_eq!(sb(0x3C, 0x2C2, 0x7B).kind(), FsKind::Ext4);
+        // ext4 features without a journal is still ext4.
+        assert_eq!(sb(0x38, 0x42, 0x3).kind(), FsKind::Ext4);
+        let s = sb(0x3C, 0x2C2, 0x7B);
+        assert!(s.feature_names().contains(&"extent".to_owned()));
+        assert!(s.feature_names().contains(&"has_journal".to_owned()));
+        assert_eq!(s.label.as_deref(), Some("root"));
+        assert!(s.view_refusal().is_none());
+        let r = sb(0x3C, 0x2 | 0x8000, 0).view_refusal().unwrap();
+        assert!(r.contains("inline_data"), "{r}");
+        let r = sb(0x3C, 0x2 | 0x10 | 0x4000, 0).view_refusal().unwrap();
+        assert!(r.contains("meta_bg") && r.contains("large_dir"), "{r}");
+        assert!(sb(0, 0, 0).view_refusal().unwrap().contains("filetype"));
+        let mut b = [0u8; 0x88];
+        assert!(Superblock::parse(&b).is_none());
+        b[0x38] = 0x53;
+        assert!(Superblock::parse(&b).is_none());
+    }
+}

@@ -1,0 +1,127 @@
+//! How the disk boots: legacy BIOS, UEFI, and which kernels /boot holds.
+//!
+//! BIOS firmware runs the 440 bytes of boot code in sector 0 and nothing
+//! else, so `bios` is true exactly when that code is present (not all
+//! zero). GRUB's signature there, its core image in the MBR gap or in a BIOS
+//! boot partition are recorded as evidence; without boot code in sector 0
+//! they cannot boot, which the evidence then says. `uefi` is true when a
+//! FAT filesystem (normally the ESP) holds `\EFI\*\*.EFI`.
+
+use std::sync::Arc;
+
+use imgcheck_source::{ByteSource, SliceSource};
+
+use crate::fat::Fat;
+use crate::report::{BootFacts, FsKind, GuestReport, PartitionRole, TableKind};
+use crate::root::Guest;
+
+/// Most kernel names listed.
+const MAX_KERNELS: usize = 64;
+
+fn nonzero(src: &dyn ByteSource, off: u64, len: usize) -> bool {
+    let mut b = vec![0u8; len];
+    src.read_exact_at(off, &mut b).is_ok() && b.iter().any(|&x| x != 0)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads the boot facts.
+pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport) -> BootFacts {
+    let mut f = BootFacts::default();
+    let mut s0 = [0u8; 512];
+    let have_s0 = disk.read_exact_at(0, &mut s0).is_ok();
+    let code_present = have_s0 && s0[..440].iter().any(|&x| x != 0);
+    let fs_on_whole_disk = r.partitions.kind == TableKind::None
+        && r.filesystems
+            .first()
+            .is_some_and(|f| f.kind != FsKind::Unknown);
+    if code_present
+        && !(fs_on_whole_disk
+            && r.filesystems
+                .first()
+                .is_some_and(|f| f.kind == FsKind::Vfat))
+    {
+        f.bios = true;
+        f.evidence
+            .push("boot code in the MBR (first 440 bytes of sector 0)".into());
+        if contains(&s0[..440], b"GRUB") {
+            f.evidence.push("GRUB boot.img signature in the MBR".into());
+        }
+    } else if have_s0 {
+        f.evidence
+            .push("no boot code in the MBR (first 440 bytes are zero)".into());
+    }
+    if r.partitions.kind == TableKind::Mbr {
+        // GRUB's core.img starts at sector 1 when embedded in the MBR gap.
+        let first = r
+            .partitions
+            .entries
+            .iter()
+            .map(|p| p.start)
+            .min()
+            .unwrap_or(0);
+        if first >= 1024 && nonzero(disk.as_ref(), 512, 512) {
+            f.evidence
+                .push("boot loader core in the MBR gap (sector 1 is not empty)".into());
+        }
+    }
+    for p in &r.partitions.entries {
+        if p.role == PartitionRole::BiosBoot {
+            if nonzero(disk.as_ref(), p.start, 512) {
+                f.evidence.push(format!(
+                    "BIOS boot partition {} holds a boot loader core",
+                    p.number
+                ));
+            } else {
+                f.evidence
+                    .push(format!("BIOS boot partition {} is empty", p.number));
+            }
+        }
+    }
+
+    for fs in &r.filesystems {
+        if fs.kind != FsKind::Vfat {
+            continue;
+        }
+        let src = SliceSource::new(disk.clone(), fs.offset, fs.size, disk.name().to_owned());
+        let Some(fat) = Fat::open(&src) else { continue };
+        let loaders = fat.efi_loaders();
+        let at = fs
+            .partition
+            .map_or("the whole disk".to_owned(), |n| format!("partition {n}"));
+        let is_esp = fs.partition.is_some_and(|n| {
+            r.partitions
+                .entries
+                .iter()
+                .any(|p| p.number == n && p.role == PartitionRole::Esp)
+        });
+        for l in &loaders {
+            f.evidence.push(format!(
+                "EFI loader {l} on {at}{}",
+                if is_esp { " (ESP)" } else { "" }
+            ));
+        }
+        if !loaders.is_empty() {
+            f.uefi = true;
+        } else if is_esp {
+            f.evidence
+                .push(format!("ESP on {at} holds no EFI/*/*.EFI loader"));
+        }
+    }
+
+    if let Some(g) = guest {
+        for n in g.list_dir("/boot") {
+            if (n.starts_with("vmlinuz") || n.starts_with("vmlinux"))
+                && f.kernels.len() < MAX_KERNELS
+            {
+                f.kernels.push(n);
+            }
+        }
+        if g.exists("/boot/kernel/kernel") {
+            f.kernels.push("kernel/kernel".into());
+        }
+    }
+    f
+}
