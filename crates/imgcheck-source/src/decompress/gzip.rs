@@ -500,7 +500,7 @@ impl GzipSource {
         let src = inner.as_ref();
         let name = src.name().to_owned();
         let compressed_total = src.len();
-        let max_points = (opts.index_budget / (WINDOW + 64)).max(16);
+        let max_points = (opts.index_budget / (WINDOW + 64)).max(4);
         let mut spacing = FIRST_SPACING;
         let mut points: Vec<Point> = vec![Point {
             out: 0,
