@@ -467,6 +467,21 @@ impl SparseExtent {
             };
             match kind {
                 Grain::Unallocated | Grain::Zero => dst.fill(0),
+                Grain::At(s) if in_grain == 0 && n == grain_us && !self.cached(g) => {
+                    // A whole grain: inflate straight into the caller's
+                    // buffer (sequential reads and conversion), no copy.
+                    let got = self.inflate(g, s, dst)?;
+                    if got != n {
+                        return Err(corrupt(
+                            self.name(),
+                            "VMDK compressed grain",
+                            s.saturating_mul(SECTOR),
+                            format!(
+                                "grain {g} decompresses to {got} bytes, not the grain size {n}"
+                            ),
+                        ));
+                    }
+                }
                 Grain::At(s) => {
                     let data = self.decoded(g, s)?;
                     let src = data.get(in_grain..in_grain + n).ok_or_else(|| {
@@ -489,12 +504,30 @@ impl SparseExtent {
         Ok(())
     }
 
+    /// True when grain `g` is in the decoded-grain cache.
+    fn cached(&self, g: u64) -> bool {
+        lock(&self.grain_cache).items.iter().any(|e| e.0 == g)
+    }
+
     /// Grain `g` (stored at sector `s`) decompressed, from the cache or the
     /// file.
     fn decoded(&self, g: u64, s: u64) -> Result<Arc<Vec<u8>>, DiskError> {
         if let Some(d) = lock(&self.grain_cache).get(g) {
             return Ok(d);
         }
+        // grain <= max_table_bytes (validate), so this allocation is bounded.
+        let mut out = vec![0u8; self.grain_usize()?];
+        let n = self.inflate(g, s, &mut out)?;
+        out.truncate(n);
+        let out = Arc::new(out);
+        lock(&self.grain_cache).put(g, out.clone());
+        Ok(out)
+    }
+
+    /// Inflates grain `g` (stored at sector `s`) into `out` and returns the
+    /// bytes produced; a stream that would produce more than `out.len()`
+    /// bytes is an error.
+    fn inflate(&self, g: u64, s: u64, out: &mut [u8]) -> Result<usize, DiskError> {
         const S: &str = "VMDK compressed grain";
         let grain = self.h.grain;
         let at = s
@@ -532,24 +565,22 @@ impl SparseExtent {
             let avail = self.src.len().saturating_sub(at).min(max_in);
             read_vec(self.src.as_ref(), at, avail, max_in)?
         };
-        // grain <= max_table_bytes (validate), so this allocation is bounded.
-        let mut out = vec![0u8; self.grain_usize()?];
         let mut z = Decompress::new(true);
         let status = z
-            .decompress(&input, &mut out, FlushDecompress::Finish)
+            .decompress(&input, out, FlushDecompress::Finish)
             .map_err(|e| bad(format!("grain {g}: bad zlib data: {e}")))?;
+        let produced = usize::try_from(z.total_out()).unwrap_or(usize::MAX);
         if status != Status::StreamEnd {
-            return Err(bad(if z.total_out() >= grain {
-                format!("grain {g} decompresses to more than the grain size ({grain} bytes)")
+            return Err(bad(if produced >= out.len() {
+                format!(
+                    "grain {g} decompresses to more than {} bytes (grain size {grain})",
+                    out.len()
+                )
             } else {
                 format!("grain {g}: zlib stream is truncated")
             }));
         }
-        // total_out <= out.len(); truncate is a no-op past the length.
-        out.truncate(usize::try_from(z.total_out()).unwrap_or(usize::MAX));
-        let out = Arc::new(out);
-        lock(&self.grain_cache).put(g, out.clone());
-        Ok(out)
+        Ok(produced)
     }
 }
 
