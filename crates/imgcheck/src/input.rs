@@ -6,7 +6,9 @@ use std::sync::Arc;
 use imgcheck_disk::{
     Container, DependencyPolicy, Detected, Format, Limits, VirtualDisk, detect, unsupported,
 };
-use imgcheck_source::{ByteSource, FileSource};
+use imgcheck_source::{
+    ByteSource, Bzip2Source, DecompressOptions, FileSource, GzipSource, ProgressFn, StreamInfo,
+};
 
 use crate::Error;
 
@@ -19,6 +21,13 @@ pub struct OpenOptions {
     pub allow_external: bool,
     /// Caps on untrusted sizes.
     pub limits: Limits,
+    /// For a gzip/bzip2 file: stop decompressing (with
+    /// `SourceError::LimitExceeded`) once the uncompressed stream passes
+    /// this many bytes, so a decompression bomb costs the limit.
+    pub max_uncompressed: Option<u64>,
+    /// For a gzip/bzip2 file: called during the one streaming pass that
+    /// verifies and indexes it (the CLI draws a progress bar).
+    pub progress: Option<ProgressFn>,
 }
 
 /// An opened image and what we learned on the way in.
@@ -36,6 +45,9 @@ pub struct Input {
     pub allocated_size: Option<u64>,
     /// The outermost source (for I/O statistics).
     pub source: Arc<dyn ByteSource>,
+    /// For a compressed file: what the decompression pass learned (true
+    /// uncompressed size, members, index size).
+    pub stream: Option<StreamInfo>,
 }
 
 /// Opens `location` (a path) as a virtual disk.
@@ -51,13 +63,10 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Input, Error> {
     } else {
         None
     };
-    if let Some(c) = container {
-        return Err(Error::Disk(unsupported(
-            source.name(),
-            format!("reading {c}-compressed images"),
-            Some("decompress it first (e.g. gzip -dk / bzip2 -dk)"),
-        )));
-    }
+    let (source, stream) = match container {
+        None => (source, None),
+        Some(c) => unwrap_container(source, c, options)?,
+    };
     let disk_options = imgcheck_disk::OpenOptions {
         format: options.format,
         limits: options.limits.clone(),
@@ -82,5 +91,69 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Input, Error> {
         file_size,
         allocated_size,
         source,
+        stream,
     })
+}
+
+/// Wraps a compressed file in its decompressing source and checks what is
+/// inside. xz, zstd, zip and tar are refused with what to do instead.
+fn unwrap_container(
+    file: Arc<dyn ByteSource>,
+    c: Container,
+    options: &OpenOptions,
+) -> Result<(Arc<dyn ByteSource>, Option<StreamInfo>), Error> {
+    let dopts = DecompressOptions {
+        max_uncompressed: options.max_uncompressed,
+        progress: options.progress.clone(),
+        ..Default::default()
+    };
+    let (inner, info): (Arc<dyn ByteSource>, StreamInfo) = match c {
+        Container::Gzip => {
+            let s = GzipSource::open(file.clone(), &dopts)?;
+            let info = s.info().clone();
+            (Arc::new(s), info)
+        }
+        Container::Bzip2 => {
+            let s = Bzip2Source::open(file.clone(), &dopts)?;
+            let info = s.info().clone();
+            (Arc::new(s), info)
+        }
+        Container::Xz => {
+            return Err(Error::Disk(unsupported(
+                file.name(),
+                "reading xz-compressed images",
+                Some(
+                    "decompress it (xz -dk) and recompress with gzip or bzip2 if you need a compressed upload; DigitalOcean rejects xz",
+                ),
+            )));
+        }
+        Container::Tar => {
+            return Err(Error::Disk(unsupported(
+                file.name(),
+                "reading images inside tar archives",
+                Some("this is an OVA/tar: extract the .vmdk first (tar -xf FILE)"),
+            )));
+        }
+        other => {
+            return Err(Error::Disk(unsupported(
+                file.name(),
+                format!("reading {other}-compressed images"),
+                Some("decompress it first; imgcheck reads gzip and bzip2 in place"),
+            )));
+        }
+    };
+    // A container inside the container (.tar.gz, .gz.gz) is not an image.
+    if let Detected::Container(c2) = detect(inner.as_ref())? {
+        let hint = if c2 == Container::Tar {
+            "this is a compressed tar (an OVA?): extract the image first"
+        } else {
+            "decompress the outer layer first"
+        };
+        return Err(Error::Disk(unsupported(
+            file.name(),
+            format!("a {c2} stream inside the {c} stream"),
+            Some(hint),
+        )));
+    }
+    Ok((inner, Some(info)))
 }

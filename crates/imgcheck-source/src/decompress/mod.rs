@@ -42,10 +42,24 @@ pub struct Progress {
 }
 
 /// A progress callback (called every few MiB of input during the open pass).
-pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+#[derive(Clone)]
+pub struct ProgressFn(pub Arc<dyn Fn(Progress) + Send + Sync>);
+
+impl ProgressFn {
+    /// Wraps a closure.
+    pub fn new(f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for ProgressFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProgressFn")
+    }
+}
 
 /// Options for opening a compressed source.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DecompressOptions {
     /// Stop with [`SourceError::LimitExceeded`] once the uncompressed output
     /// passes this many bytes. `None`: no limit.
@@ -68,17 +82,6 @@ impl Default for DecompressOptions {
             cache_budget: 32 << 20,
             progress: None,
         }
-    }
-}
-
-impl fmt::Debug for DecompressOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DecompressOptions")
-            .field("max_uncompressed", &self.max_uncompressed)
-            .field("index_budget", &self.index_budget)
-            .field("cache_budget", &self.cache_budget)
-            .field("progress", &self.progress.is_some())
-            .finish()
     }
 }
 
@@ -151,7 +154,7 @@ impl ChunkCache {
 /// Calls the progress callback.
 pub(crate) fn report(opts: &DecompressOptions, p: Progress) {
     if let Some(f) = &opts.progress {
-        f(p);
+        (f.0)(p);
     }
 }
 
