@@ -12,14 +12,20 @@
 //! ```
 //!
 //! [`open`] is the one call that turns a path into a [`VirtualDisk`],
-//! unwrapping compression on the way.
+//! unwrapping compression on the way. [`check`] opens an image, inspects the
+//! guest and returns every provider's verdict as one [`Report`].
 
+mod check;
 mod error;
 mod input;
 
+pub use check::{CheckOptions, Report, Stats, check};
 pub use error::Error;
 pub use input::{Input, OpenOptions, open};
 
 pub use imgcheck_convert as convert;
 pub use imgcheck_disk as disk;
+pub use imgcheck_guest as guest;
+pub use imgcheck_rules as rules;
+pub use imgcheck_rules::{Finding, Provider, Severity, Verdict};
 pub use imgcheck_source as source;

@@ -22,6 +22,9 @@ pub enum Command {
     Info(InfoArgs),
     /// Convert an image to another format.
     Convert(ConvertArgs),
+    /// Check images against provider rules (the default command:
+    /// `imgcheck IMAGE...`).
+    Check(CheckArgs),
 }
 
 /// Options shared by every command that opens an image.
@@ -116,6 +119,28 @@ pub struct ConvertArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub open: OpenArgs,
+}
+
+/// `imgcheck check` (also `imgcheck IMAGE...`).
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Image paths; several are checked in parallel.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Check against this provider only: digitalocean, linode or kakaocloud
+    /// (repeatable or comma-separated; default: all three).
+    #[arg(long = "provider", short = 'p', value_delimiter = ',', value_parser = parse_provider)]
+    pub providers: Vec<imgcheck::Provider>,
+    /// Print the report as JSON: one object per image, an array for
+    /// several (schema in docs/check-json.md).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
+fn parse_provider(s: &str) -> Result<imgcheck::Provider, String> {
+    s.parse()
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {

@@ -1,6 +1,7 @@
 //! Command-line front end.
 
 mod args;
+mod check;
 mod convert;
 mod info;
 mod output;
@@ -28,6 +29,7 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => info::run(&a),
         Command::Convert(a) => convert::run(&a),
+        Command::Check(a) => check::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,266 @@
+//! Rules every profile shares, parameterised by severity and document, and
+//! the small collector the profiles push findings into.
+//!
+//! The integrity rules (damage, references, unreadable) come first in every
+//! profile: a provider fetches one file and reads it whole, so damage or a
+//! missing second file fails everywhere, whatever the provider's own list
+//! says.
+
+use imgcheck_guest::{FsKind, GuestReport};
+
+use crate::codes;
+use crate::facts::{CheckInput, ImageErrorKind};
+use crate::{Finding, Severity};
+
+/// Collects findings.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub(crate) findings: Vec<Finding>,
+}
+
+impl Out {
+    /// Adds a finding.
+    pub(crate) fn push(
+        &mut self,
+        code: &'static str,
+        severity: Severity,
+        message: impl Into<String>,
+        hint: Option<String>,
+        doc: &'static str,
+    ) {
+        self.findings.push(Finding {
+            code,
+            severity,
+            message: message.into(),
+            hint,
+            doc,
+        });
+    }
+
+    /// True if some finding has `code`.
+    pub(crate) fn has(&self, code: &str) -> bool {
+        self.findings.iter().any(|f| f.code == code)
+    }
+}
+
+/// Decimal gigabytes, as providers write limits ("100 GB").
+pub(crate) fn gb(n: u64) -> String {
+    let v = n as f64 / 1e9;
+    if v >= 10.0 {
+        format!("{v:.1} GB")
+    } else {
+        format!("{v:.2} GB")
+    }
+}
+
+/// Binary gibibytes, for limits tools enforce as powers of two.
+pub(crate) fn gib(n: u64) -> String {
+    format!("{:.2} GiB", n as f64 / f64::from(1u32 << 30))
+}
+
+/// `image.corrupt`, `image.external_reference`, `image.unreadable`,
+/// `image.dirty`: facts about the file itself, judged the same everywhere
+/// (errors, except the dirty flag which is a warning). `doc` is the
+/// provider's requirements page.
+pub(crate) fn integrity(input: &CheckInput<'_>, out: &mut Out, doc: &'static str) {
+    let img = input.image;
+    if let Some(e) = &img.error {
+        match e.kind {
+            ImageErrorKind::Corrupt => out.push(
+                codes::IMAGE_CORRUPT,
+                Severity::Error,
+                format!("the image is damaged: {}", e.message),
+                e.hint.clone().or_else(|| {
+                    Some("re-download or re-copy it; `qemu-img check` may tell more".into())
+                }),
+                doc,
+            ),
+            ImageErrorKind::ExternalReference => out.push(
+                codes::IMAGE_EXTERNAL_REFERENCE,
+                Severity::Error,
+                format!(
+                    "the image needs another file, and the provider fetches only one: {}",
+                    e.message
+                ),
+                Some(
+                    "flatten it into one file: `qemu-img convert -O qcow2 IMAGE OUT` (or pass --allow-external to check it if you trust the references)"
+                        .into(),
+                ),
+                doc,
+            ),
+            // Too large is judged by each profile's size rule against its own
+            // limit; unreadable covers the rest.
+            ImageErrorKind::Unsupported | ImageErrorKind::TooLarge => out.push(
+                codes::IMAGE_UNREADABLE,
+                Severity::Error,
+                format!(
+                    "imgcheck could not read the image, so nothing inside it was checked: {}",
+                    e.message
+                ),
+                e.hint.clone(),
+                doc,
+            ),
+        }
+    }
+    if let Some(r) = &img.read_error {
+        out.push(
+            codes::IMAGE_CORRUPT,
+            Severity::Error,
+            format!("the image opened, but reading its data failed: {r}"),
+            Some("the file is damaged or truncated: re-download or re-copy it".into()),
+            doc,
+        );
+    }
+    let mut refs: Vec<String> = Vec::new();
+    if let Some(b) = &img.backing_file {
+        refs.push(format!("backing file {b:?}"));
+    }
+    for r in &img.external_refs {
+        // The backing file is usually also listed as a reference.
+        if img.backing_file.as_deref() != Some(r.name.as_str()) {
+            refs.push(format!("{} {:?}", r.kind, r.name));
+        }
+    }
+    if !refs.is_empty() && !out.has(codes::IMAGE_EXTERNAL_REFERENCE) {
+        out.push(
+            codes::IMAGE_EXTERNAL_REFERENCE,
+            Severity::Error,
+            format!(
+                "the image refers to {}; the provider fetches one file, so that data would be missing",
+                refs.join(", ")
+            ),
+            Some(
+                "write a self-contained copy: `imgcheck convert IMAGE OUT` (or `qemu-img convert -O qcow2 IMAGE OUT` for a backing chain)"
+                    .into(),
+            ),
+            doc,
+        );
+    }
+    if img.dirty {
+        out.push(
+            codes::IMAGE_DIRTY,
+            Severity::Warning,
+            "the image's dirty flag is set: it was not closed cleanly, and its metadata may be inconsistent",
+            Some("run `qemu-img check -r all IMAGE` (or convert it to a fresh image)".into()),
+            doc,
+        );
+    }
+}
+
+/// The filesystem kind of the root filesystem, or, when no root was found,
+/// the kinds of every filesystem found.
+pub(crate) fn root_or_all_fs(input: &CheckInput<'_>, guest: &GuestReport) -> Vec<FsKind> {
+    match input.root_fs() {
+        Some(fs) => vec![fs.kind],
+        None => guest.filesystems.iter().map(|f| f.kind).collect(),
+    }
+}
+
+/// Lowercase name of a filesystem kind, as serialised.
+pub(crate) fn fs_name(k: FsKind) -> &'static str {
+    match k {
+        FsKind::Ext2 => "ext2",
+        FsKind::Ext3 => "ext3",
+        FsKind::Ext4 => "ext4",
+        FsKind::Xfs => "xfs",
+        FsKind::Btrfs => "btrfs",
+        FsKind::Vfat => "vfat",
+        FsKind::Swap => "swap",
+        FsKind::LvmPv => "lvm_pv",
+        FsKind::Luks => "luks",
+        FsKind::Iso9660 => "iso9660",
+        FsKind::Squashfs => "squashfs",
+        FsKind::Ntfs => "ntfs",
+        FsKind::Zfs => "zfs",
+        FsKind::Ufs => "ufs",
+        FsKind::Unknown => "unknown",
+    }
+}
+
+/// `filesystem.unsupported` unless the root filesystem is ext3 or ext4.
+/// With no root found, it fires only when no ext3/ext4 filesystem exists at
+/// all (a root we failed to identify is `os.not_found`'s business).
+pub(crate) fn ext34_root(
+    input: &CheckInput<'_>,
+    guest: &GuestReport,
+    out: &mut Out,
+    severity: Severity,
+    message_tail: &str,
+    doc: &'static str,
+) {
+    let kinds = root_or_all_fs(input, guest);
+    let ok = kinds
+        .iter()
+        .any(|k| matches!(k, FsKind::Ext3 | FsKind::Ext4));
+    if ok {
+        return;
+    }
+    let what = if input.root_fs().is_some() {
+        format!("the root filesystem is {}", fs_name(kinds[0]))
+    } else if kinds.is_empty() {
+        "no filesystem was found".to_owned()
+    } else {
+        let names: Vec<&str> = kinds.iter().map(|k| fs_name(*k)).collect();
+        format!(
+            "no ext3 or ext4 filesystem was found (found: {})",
+            names.join(", ")
+        )
+    };
+    out.push(
+        codes::FILESYSTEM_UNSUPPORTED,
+        severity,
+        format!("{what}; {message_tail}"),
+        Some("build the image with an ext4 root filesystem".into()),
+        doc,
+    );
+}
+
+/// The OS kind as inspection wrote it, empty or `unknown` meaning not found.
+pub(crate) fn os_kind(guest: &GuestReport) -> Option<&str> {
+    let k = guest.guest.os.kind.as_str();
+    if k.is_empty() || k == "unknown" {
+        None
+    } else {
+        Some(k)
+    }
+}
+
+/// A short description of the OS for messages ("Debian GNU/Linux 12").
+pub(crate) fn os_label(guest: &GuestReport) -> String {
+    let os = &guest.guest.os;
+    os.pretty_name
+        .clone()
+        .or_else(|| os.id.clone())
+        .unwrap_or_else(|| os.kind.clone())
+}
+
+/// `boot.no_bootloader` and `boot.no_kernel` warnings: likely not to boot,
+/// but inspection can miss a loader or kernel, so they never fail a verdict.
+pub(crate) fn boot_warnings(
+    input: &CheckInput<'_>,
+    guest: &GuestReport,
+    out: &mut Out,
+    bootloader: bool,
+    doc: &'static str,
+) {
+    let boot = &guest.guest.boot;
+    if bootloader && !boot.bios && !boot.uefi {
+        out.push(
+            codes::BOOT_NO_BOOTLOADER,
+            Severity::Warning,
+            "no boot loader was found (no BIOS boot code, no EFI loader on an EFI system partition); the image may not boot",
+            Some("install GRUB to the disk (grub-install) before uploading".into()),
+            doc,
+        );
+    }
+    let unix = os_kind(guest).is_some_and(|k| k != "windows");
+    if input.root_fs().is_some() && unix && boot.kernels.is_empty() {
+        out.push(
+            codes::BOOT_NO_KERNEL,
+            Severity::Warning,
+            "no kernel image was found under /boot; the image may not boot",
+            Some("install a kernel package in the image".into()),
+            doc,
+        );
+    }
+}

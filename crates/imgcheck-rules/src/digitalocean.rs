@@ -1,0 +1,722 @@
+//! DigitalOcean custom images.
+//!
+//! Requirements, from the "Image Requirements" list of the Custom Images
+//! features page and the Limits page (providers.md §1.1):
+//!
+//! * raw `.img` with an MBR or GPT partition table, qcow2, VHDX, VDI, VMDK;
+//! * optionally gzip or bzip2 compressed (xz is rejected);
+//! * under 100 GB uncompressed (we treat 100 GB, decimal, as excluded);
+//! * a Unix-like OS (no Windows) supporting ext3/ext4;
+//! * cloud-init 0.7.7+ or cloudbase-init, coreos-cloudinit, ignition,
+//!   bsd-cloudinit, with NoCloud not listed before ConfigDrive;
+//! * sshd installed and enabled at boot;
+//! * BIOS boot (UEFI is not supported).
+
+use imgcheck_disk::{Container, Format};
+use imgcheck_guest::GuestReport;
+
+use crate::common::{self, Out, gb, os_kind, os_label};
+use crate::facts::{CheckInput, ImageErrorKind, ImageFormat};
+use crate::{Severity, codes, version};
+
+/// The "Image Requirements" list.
+pub(crate) const DOC_REQUIREMENTS: &str =
+    "https://docs.digitalocean.com/products/custom-images/details/features/";
+/// Limits and known issues (UEFI, Windows, ISO).
+pub(crate) const DOC_LIMITS: &str =
+    "https://docs.digitalocean.com/products/custom-images/details/limits/";
+/// The user report of xz being rejected.
+pub(crate) const DOC_XZ: &str = "https://github.com/coreos/fedora-coreos-tracker/issues/395";
+
+/// "100 GB or less", "smaller than 100 GB", "less than 100 GB": the
+/// strictest reading, in decimal bytes.
+pub(crate) const MAX_UNCOMPRESSED: u64 = 100_000_000_000;
+
+/// cloud-init's documented minimum.
+const MIN_CLOUD_INIT: &[u64] = &[0, 7, 7];
+
+/// The DigitalOcean profile.
+pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
+    common::integrity(input, out, DOC_REQUIREMENTS);
+    format(input, out);
+    compression(input, out);
+    size(input, out);
+    let Some(guest) = input.guest else { return };
+    partition_table(input, guest, out);
+    common::ext34_root(
+        input,
+        guest,
+        out,
+        Severity::Error,
+        "DigitalOcean requires images to support ext3 or ext4",
+        DOC_REQUIREMENTS,
+    );
+    if os(input, guest, out) {
+        cloud_init(guest, out);
+        sshd(guest, out);
+    }
+    boot(guest, out);
+    common::boot_warnings(input, guest, out, true, DOC_REQUIREMENTS);
+}
+
+/// The convert hint when imgcheck can read the image, else `None`.
+fn convert_hint(input: &CheckInput<'_>) -> Option<String> {
+    input.image.readable().then(|| {
+        "`imgcheck convert --for digitalocean IMAGE` writes a qcow2 DigitalOcean takes".to_owned()
+    })
+}
+
+/// `format.unsupported`: the five formats are taken; anything else
+/// recognised (VHD, qcow1, QED) is not.
+fn format(input: &CheckInput<'_>, out: &mut Out) {
+    if let Some(ImageFormat::Other(name)) = &input.image.format {
+        out.push(
+            codes::FORMAT_UNSUPPORTED,
+            Severity::Error,
+            format!(
+                "the image is {name}; DigitalOcean takes raw (with an MBR or GPT partition table), qcow2, VHDX, VDI or VMDK"
+            ),
+            Some(format!(
+                "convert it: `qemu-img convert -O qcow2 IMAGE OUT.qcow2`{}",
+                if input.image.readable() {
+                    " or `imgcheck convert --for digitalocean IMAGE`"
+                } else {
+                    ""
+                }
+            )),
+            DOC_REQUIREMENTS,
+        );
+    }
+}
+
+/// `compression.unsupported`: gzip and bzip2 are taken; xz is rejected;
+/// zstd and zip are not listed; a tar (OVA) holds a disk to extract.
+fn compression(input: &CheckInput<'_>, out: &mut Out) {
+    let Some(c) = input.image.compression else {
+        return;
+    };
+    let (message, doc, fallback) = match c {
+        Container::Gzip | Container::Bzip2 => return,
+        Container::Xz => (
+            "the image is xz-compressed; DigitalOcean rejects xz (it takes gzip or bzip2)".to_owned(),
+            DOC_XZ,
+            "decompress it (`xz -dk IMAGE`) and check the result; recompress with gzip or bzip2 if you like",
+        ),
+        Container::Tar => (
+            "the image is a tar archive (an OVA?); DigitalOcean fetches a single disk image, not an archive".to_owned(),
+            DOC_REQUIREMENTS,
+            "extract the disk (`tar xf IMAGE`, usually a .vmdk) and check that file",
+        ),
+        other => (
+            format!("the image is {other}-compressed; DigitalOcean takes only gzip or bzip2"),
+            DOC_REQUIREMENTS,
+            "decompress it and check the result; recompress with gzip or bzip2 if you like",
+        ),
+    };
+    // A tar is never fixed by converting this file: the disk is inside.
+    let hint = if c == Container::Tar {
+        Some(fallback.to_owned())
+    } else {
+        convert_hint(input).or_else(|| Some(fallback.to_owned()))
+    };
+    out.push(
+        codes::COMPRESSION_UNSUPPORTED,
+        Severity::Error,
+        message,
+        hint,
+        doc,
+    );
+}
+
+/// `size.too_large`: under 100 GB uncompressed.
+fn size(input: &CheckInput<'_>, out: &mut Out) {
+    let img = input.image;
+    let size = img.virtual_size.or_else(|| match &img.error {
+        Some(e) if e.kind == ImageErrorKind::TooLarge => e.uncompressed_at_least,
+        _ => None,
+    });
+    let Some(size) = size else { return };
+    if size >= MAX_UNCOMPRESSED {
+        out.push(
+            codes::SIZE_TOO_LARGE,
+            Severity::Error,
+            format!(
+                "the image is {} ({size} bytes) uncompressed; DigitalOcean takes images under 100 GB",
+                gb(size)
+            ),
+            Some(
+                "shrink the filesystem and the disk (resize2fs, then a smaller partition and `qemu-img resize --shrink`)"
+                    .into(),
+            ),
+            DOC_REQUIREMENTS,
+        );
+    }
+}
+
+/// `partition_table.missing`: a raw image needs an MBR or GPT table.
+fn partition_table(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) {
+    if input.image.disk_format() == Some(Format::Raw)
+        && guest.partitions.kind == imgcheck_guest::TableKind::None
+    {
+        out.push(
+            codes::PARTITION_TABLE_MISSING,
+            Severity::Error,
+            "the raw image has no partition table; DigitalOcean takes raw images with an MBR or GPT partition table",
+            Some(
+                "build the image on a partitioned disk (e.g. one MBR partition holding the root filesystem, with GRUB installed)"
+                    .into(),
+            ),
+            DOC_REQUIREMENTS,
+        );
+    }
+}
+
+/// `os.not_found` / `os.unsupported`. Returns true when a Unix-like OS was
+/// found, so that the guest-configuration rules have something to judge.
+fn os(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) -> bool {
+    match os_kind(guest) {
+        Some("windows") => {
+            out.push(
+                codes::OS_UNSUPPORTED,
+                Severity::Error,
+                format!(
+                    "the image holds {}; DigitalOcean custom images must be a Unix-like OS (Windows is not supported)",
+                    os_label(guest)
+                ),
+                None,
+                DOC_LIMITS,
+            );
+            false
+        }
+        Some(_) if input.root_fs().is_some() => true,
+        _ => {
+            out.push(
+                codes::OS_NOT_FOUND,
+                Severity::Error,
+                "no operating system was found (no root filesystem with /etc/os-release or a known layout); DigitalOcean requires a Unix-like OS",
+                Some("check that the image holds an installed system, not an installer or an empty disk".into()),
+                DOC_REQUIREMENTS,
+            );
+            false
+        }
+    }
+}
+
+/// cloud-init ≥ 0.7.7 or an alternative; datasource order.
+fn cloud_init(guest: &GuestReport, out: &mut Out) {
+    let ci = &guest.guest.cloud_init;
+    if !ci.alternatives.is_empty() {
+        // cloudbase-init, coreos-cloudinit, ignition and bsd-cloudinit are
+        // accepted as they are; the cloud-init rules do not apply.
+        return;
+    }
+    if !ci.installed {
+        out.push(
+            codes::CLOUD_INIT_MISSING,
+            Severity::Error,
+            "cloud-init is not installed (nor cloudbase-init, coreos-cloudinit, ignition or bsd-cloudinit); DigitalOcean needs one to set up networking and SSH keys",
+            Some("install the distribution's cloud-init package".into()),
+            DOC_REQUIREMENTS,
+        );
+        return;
+    }
+    let from = ci
+        .version_source
+        .as_deref()
+        .map(|s| format!(" (from {s})"))
+        .unwrap_or_default();
+    match ci.version.as_deref() {
+        Some(v) => match version::at_least(v, MIN_CLOUD_INIT) {
+            Some(true) => {}
+            Some(false) => out.push(
+                codes::CLOUD_INIT_TOO_OLD,
+                Severity::Error,
+                format!("cloud-init is {v}{from}; DigitalOcean needs 0.7.7 or later"),
+                Some("update the cloud-init package".into()),
+                DOC_REQUIREMENTS,
+            ),
+            None => out.push(
+                codes::CLOUD_INIT_VERSION_UNKNOWN,
+                Severity::Warning,
+                format!("cloud-init is installed, but its version {v:?}{from} could not be read; DigitalOcean needs 0.7.7 or later"),
+                None,
+                DOC_REQUIREMENTS,
+            ),
+        },
+        None => out.push(
+            codes::CLOUD_INIT_VERSION_UNKNOWN,
+            Severity::Warning,
+            "cloud-init is installed, but its version could not be found; DigitalOcean needs 0.7.7 or later",
+            None,
+            DOC_REQUIREMENTS,
+        ),
+    }
+    let Some(list) = &ci.datasource_list else {
+        // No list anywhere: ds-identify picks the datasource at boot and
+        // finds ConfigDrive; nothing to judge.
+        return;
+    };
+    let at = |name: &str| {
+        list.iter()
+            .position(|d| d.trim().eq_ignore_ascii_case(name))
+    };
+    let source = ci
+        .datasource_source
+        .as_deref()
+        .unwrap_or("the cloud-init configuration");
+    let shown = format!("[{}]", list.join(", "));
+    let fix = format!(
+        "edit {source} to read `datasource_list: [ ConfigDrive, DigitalOcean, NoCloud, None ]`, then run `cloud-init clean` in the image"
+    );
+    if let (Some(nc), Some(cd)) = (at("NoCloud"), at("ConfigDrive"))
+        && nc < cd
+    {
+        out.push(
+            codes::CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE,
+            Severity::Error,
+            format!(
+                "datasource_list {shown} in {source} lists NoCloud before ConfigDrive; Droplets from this image will not function properly"
+            ),
+            Some(fix),
+            DOC_REQUIREMENTS,
+        );
+    } else if at("ConfigDrive").is_none() && at("DigitalOcean").is_none() {
+        out.push(
+            codes::CLOUD_INIT_DATASOURCE_MISSING,
+            Severity::Warning,
+            format!(
+                "datasource_list {shown} in {source} names neither ConfigDrive nor DigitalOcean; cloud-init will not find the Droplet's metadata"
+            ),
+            Some(fix),
+            DOC_REQUIREMENTS,
+        );
+    }
+}
+
+/// sshd installed and enabled at boot.
+fn sshd(guest: &GuestReport, out: &mut Out) {
+    let s = &guest.guest.sshd;
+    if !s.installed {
+        out.push(
+            codes::SSHD_MISSING,
+            Severity::Error,
+            "no sshd was found; DigitalOcean requires sshd installed and running at boot (Droplets from custom images are reached with SSH keys only)",
+            Some("install the openssh-server package".into()),
+            DOC_REQUIREMENTS,
+        );
+        return;
+    }
+    let init = s.init_system.as_deref().unwrap_or("the init system");
+    match s.enabled {
+        Some(true) => {}
+        Some(false) => out.push(
+            codes::SSHD_NOT_ENABLED,
+            Severity::Error,
+            format!(
+                "sshd is installed but not enabled at boot ({init}{}); DigitalOcean requires it to run on boot",
+                evidence(&s.evidence)
+            ),
+            Some(match s.init_system.as_deref() {
+                Some("systemd") => "enable it in the image: `systemctl enable ssh` (Debian/Ubuntu) or `systemctl enable sshd`".into(),
+                Some("rc.d") => "add `sshd_enable=\"YES\"` to /etc/rc.conf".into(),
+                Some("openrc") => "`rc-update add sshd default`".into(),
+                _ => "enable the sshd service at boot".into(),
+            }),
+            DOC_REQUIREMENTS,
+        ),
+        None => out.push(
+            codes::SSHD_ENABLED_UNKNOWN,
+            Severity::Warning,
+            format!(
+                "sshd is installed, but imgcheck could not tell whether it starts at boot{}",
+                evidence(&s.evidence)
+            ),
+            Some("make sure the sshd service is enabled at boot".into()),
+            DOC_REQUIREMENTS,
+        ),
+    }
+}
+
+fn evidence(e: &[String]) -> String {
+    if e.is_empty() {
+        String::new()
+    } else {
+        format!("; evidence: {}", e.join(", "))
+    }
+}
+
+/// `boot.uefi_only`: BIOS boot is required.
+fn boot(guest: &GuestReport, out: &mut Out) {
+    let b = &guest.guest.boot;
+    if b.uefi && !b.bios {
+        out.push(
+            codes::BOOT_UEFI_ONLY,
+            Severity::Error,
+            "the image boots only with UEFI; DigitalOcean custom images must boot with BIOS (UEFI is not supported)",
+            Some(
+                "install GRUB for BIOS as well (`grub-install --target=i386-pc`; on GPT add a BIOS boot partition)"
+                    .into(),
+            ),
+            DOC_LIMITS,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use crate::{Provider, check};
+    use imgcheck_disk::ExternalRef;
+    use imgcheck_guest::{FsKind, TableKind};
+
+    fn codes_of(image: &crate::ImageFacts, guest: Option<&GuestReport>) -> Vec<&'static str> {
+        let v = check(Provider::DigitalOcean, &CheckInput { image, guest });
+        assert_eq!(v.pass, v.count(Severity::Error) == 0);
+        v.codes()
+    }
+
+    #[test]
+    fn good_image_passes_with_no_findings() {
+        assert_eq!(
+            codes_of(&raw_image(), Some(&good_guest())),
+            Vec::<&str>::new()
+        );
+        for f in [Format::Qcow2, Format::Vhdx, Format::Vdi, Format::Vmdk] {
+            let mut img = raw_image();
+            img.format = Some(ImageFormat::Disk(f));
+            assert_eq!(
+                codes_of(&img, Some(&good_guest())),
+                Vec::<&str>::new(),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_image_fails() {
+        assert_eq!(codes_of(&corrupt_image(), None), [codes::IMAGE_CORRUPT]);
+        let mut img = raw_image();
+        img.read_error = Some("L2 table points past the end".into());
+        assert_eq!(codes_of(&img, Some(&good_guest())), [codes::IMAGE_CORRUPT]);
+    }
+
+    #[test]
+    fn external_references_fail() {
+        let mut img = raw_image();
+        img.format = Some(ImageFormat::Disk(Format::Qcow2));
+        img.backing_file = Some("base.qcow2".into());
+        assert_eq!(
+            codes_of(&img, Some(&good_guest())),
+            [codes::IMAGE_EXTERNAL_REFERENCE]
+        );
+        let mut img = raw_image();
+        img.format = Some(ImageFormat::Disk(Format::Vmdk));
+        img.external_refs.push(ExternalRef {
+            kind: "VMDK extent".into(),
+            name: "disk-flat.vmdk".into(),
+            opened: true,
+        });
+        assert_eq!(
+            codes_of(&img, Some(&good_guest())),
+            [codes::IMAGE_EXTERNAL_REFERENCE]
+        );
+        let mut img = raw_image();
+        img.error = Some(crate::ImageError {
+            kind: ImageErrorKind::ExternalReference,
+            message: "refers to VMDK extent \"/etc/x\"".into(),
+            hint: None,
+            uncompressed_at_least: None,
+        });
+        assert_eq!(codes_of(&img, None), [codes::IMAGE_EXTERNAL_REFERENCE]);
+    }
+
+    #[test]
+    fn dirty_is_a_warning() {
+        let mut img = raw_image();
+        img.dirty = true;
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&good_guest()),
+            },
+        );
+        assert!(v.pass);
+        assert_eq!(v.codes(), [codes::IMAGE_DIRTY]);
+    }
+
+    #[test]
+    fn other_formats_are_unsupported() {
+        let mut img = unreadable_image("the vhd (vpc) format is not supported");
+        img.format = Some(ImageFormat::Other("vhd (vpc)".into()));
+        assert_eq!(
+            codes_of(&img, None),
+            [codes::IMAGE_UNREADABLE, codes::FORMAT_UNSUPPORTED]
+        );
+    }
+
+    #[test]
+    fn compression() {
+        for (c, bad) in [
+            (Container::Gzip, false),
+            (Container::Bzip2, false),
+            (Container::Xz, true),
+            (Container::Zstd, true),
+            (Container::Zip, true),
+            (Container::Tar, true),
+        ] {
+            let mut img = raw_image();
+            img.compression = Some(c);
+            let got = codes_of(&img, Some(&good_guest()));
+            let want: &[&str] = if bad {
+                &[codes::COMPRESSION_UNSUPPORTED]
+            } else {
+                &[]
+            };
+            assert_eq!(got, want, "{c}");
+        }
+        // The hint names `imgcheck convert` only when imgcheck can read it.
+        let mut img = raw_image();
+        img.compression = Some(Container::Xz);
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&good_guest()),
+            },
+        );
+        assert!(
+            v.findings[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("imgcheck convert")
+        );
+        assert_eq!(v.findings[0].doc, DOC_XZ);
+        let mut img = unreadable_image("xz is not read");
+        img.compression = Some(Container::Xz);
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: None,
+            },
+        );
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.code == codes::COMPRESSION_UNSUPPORTED)
+            .unwrap();
+        assert!(f.hint.as_deref().unwrap().contains("xz -dk"));
+        let mut img = unreadable_image("tar is not read");
+        img.compression = Some(Container::Tar);
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: None,
+            },
+        );
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.code == codes::COMPRESSION_UNSUPPORTED)
+            .unwrap();
+        assert!(f.hint.as_deref().unwrap().contains("tar xf"));
+    }
+
+    #[test]
+    fn size_limit_is_exclusive_decimal() {
+        let mut img = raw_image();
+        img.virtual_size = Some(MAX_UNCOMPRESSED - 512);
+        assert_eq!(codes_of(&img, Some(&good_guest())), Vec::<&str>::new());
+        img.virtual_size = Some(MAX_UNCOMPRESSED);
+        assert_eq!(codes_of(&img, Some(&good_guest())), [codes::SIZE_TOO_LARGE]);
+        // A decompression bomb stopped at imgcheck's limit.
+        let mut img = unreadable_image("gzip stream decompresses to more than the limit");
+        img.error.as_mut().unwrap().kind = ImageErrorKind::TooLarge;
+        img.error.as_mut().unwrap().uncompressed_at_least = Some(200_000_000_000);
+        img.virtual_size = None;
+        assert_eq!(
+            codes_of(&img, None),
+            [codes::IMAGE_UNREADABLE, codes::SIZE_TOO_LARGE]
+        );
+    }
+
+    #[test]
+    fn raw_needs_a_partition_table() {
+        let mut g = good_guest();
+        g.partitions.kind = TableKind::None;
+        assert_eq!(
+            codes_of(&raw_image(), Some(&g)),
+            [codes::PARTITION_TABLE_MISSING]
+        );
+        // Not a rule for the other formats.
+        let mut img = raw_image();
+        img.format = Some(ImageFormat::Disk(Format::Qcow2));
+        assert_eq!(codes_of(&img, Some(&g)), Vec::<&str>::new());
+        g.partitions.kind = TableKind::Mbr;
+        assert_eq!(codes_of(&raw_image(), Some(&g)), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn root_must_be_ext3_or_ext4() {
+        for (k, ok) in [
+            (FsKind::Ext4, true),
+            (FsKind::Ext3, true),
+            (FsKind::Ext2, false),
+            (FsKind::Xfs, false),
+            (FsKind::Btrfs, false),
+        ] {
+            let mut g = good_guest();
+            g.filesystems[1].kind = k;
+            let want: &[&str] = if ok {
+                &[]
+            } else {
+                &[codes::FILESYSTEM_UNSUPPORTED]
+            };
+            assert_eq!(codes_of(&raw_image(), Some(&g)), want, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn os_not_found_and_windows() {
+        let mut g = good_guest();
+        g.root = None;
+        g.guest.os.kind = String::new();
+        assert_eq!(codes_of(&raw_image(), Some(&g)), [codes::OS_NOT_FOUND]);
+        // No filesystems at all: the filesystem rule fires too.
+        let mut g = good_guest();
+        g.root = None;
+        g.filesystems.clear();
+        g.guest.os.kind = "unknown".into();
+        assert_eq!(
+            codes_of(&raw_image(), Some(&g)),
+            [codes::FILESYSTEM_UNSUPPORTED, codes::OS_NOT_FOUND]
+        );
+        let mut g = good_guest();
+        g.guest.os.kind = "windows".into();
+        g.filesystems[1].kind = FsKind::Ntfs;
+        assert_eq!(
+            codes_of(&raw_image(), Some(&g)),
+            [codes::FILESYSTEM_UNSUPPORTED, codes::OS_UNSUPPORTED]
+        );
+        let mut g = good_guest();
+        g.guest.os.kind = "freebsd".into();
+        g.guest.cloud_init.installed = false;
+        g.guest.cloud_init.alternatives = vec!["bsd-cloudinit".into()];
+        assert_eq!(codes_of(&raw_image(), Some(&g)), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn cloud_init_rules() {
+        let run = |f: &dyn Fn(&mut GuestReport)| {
+            let mut g = good_guest();
+            f(&mut g);
+            codes_of(&raw_image(), Some(&g))
+        };
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.installed = false),
+            [codes::CLOUD_INIT_MISSING]
+        );
+        assert_eq!(
+            run(&|g| {
+                g.guest.cloud_init.installed = false;
+                g.guest.cloud_init.alternatives = vec!["ignition".into()];
+            }),
+            Vec::<&str>::new()
+        );
+        for (v, want) in [
+            ("0.7.7", None),
+            ("22.4.2", None),
+            ("23.1.1-0ubuntu1", None),
+            ("0.7.5-10.el7", Some(codes::CLOUD_INIT_TOO_OLD)),
+            ("0.7.6", Some(codes::CLOUD_INIT_TOO_OLD)),
+            ("devel", Some(codes::CLOUD_INIT_VERSION_UNKNOWN)),
+        ] {
+            let got = run(&|g| g.guest.cloud_init.version = Some(v.into()));
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{v}");
+        }
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.version = None),
+            [codes::CLOUD_INIT_VERSION_UNKNOWN]
+        );
+        let list = |l: &[&str]| Some(l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.datasource_list = list(&["NoCloud", "ConfigDrive", "None"])),
+            [codes::CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE]
+        );
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.datasource_list =
+                list(&["ConfigDrive", "DigitalOcean", "NoCloud", "None"])),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.datasource_list = list(&["NoCloud", "None"])),
+            [codes::CLOUD_INIT_DATASOURCE_MISSING]
+        );
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.datasource_list = list(&["NoCloud", "DigitalOcean"])),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn sshd_rules() {
+        let run = |f: &dyn Fn(&mut GuestReport)| {
+            let mut g = good_guest();
+            f(&mut g);
+            let img = raw_image();
+            check(
+                Provider::DigitalOcean,
+                &CheckInput {
+                    image: &img,
+                    guest: Some(&g),
+                },
+            )
+        };
+        let v = run(&|g| g.guest.sshd.installed = false);
+        assert_eq!(v.codes(), [codes::SSHD_MISSING]);
+        assert!(!v.pass);
+        let v = run(&|g| g.guest.sshd.enabled = Some(false));
+        assert_eq!(v.codes(), [codes::SSHD_NOT_ENABLED]);
+        assert!(!v.pass);
+        let v = run(&|g| g.guest.sshd.enabled = None);
+        assert_eq!(v.codes(), [codes::SSHD_ENABLED_UNKNOWN]);
+        assert!(v.pass, "could not tell is a warning");
+        assert!(v.findings[0].message.contains("could not tell"));
+    }
+
+    #[test]
+    fn boot_rules() {
+        let run = |f: &dyn Fn(&mut GuestReport)| {
+            let mut g = good_guest();
+            f(&mut g);
+            let img = raw_image();
+            check(
+                Provider::DigitalOcean,
+                &CheckInput {
+                    image: &img,
+                    guest: Some(&g),
+                },
+            )
+        };
+        let v = run(&|g| {
+            g.guest.boot.bios = false;
+            g.guest.boot.uefi = true;
+        });
+        assert_eq!(v.codes(), [codes::BOOT_UEFI_ONLY]);
+        assert_eq!(v.findings[0].doc, DOC_LIMITS);
+        assert!(
+            run(&|g| g.guest.boot.uefi = true).pass,
+            "hybrid BIOS+UEFI is fine"
+        );
+        let v = run(&|g| g.guest.boot.bios = false);
+        assert_eq!(v.codes(), [codes::BOOT_NO_BOOTLOADER]);
+        assert!(v.pass, "warnings never fail a verdict");
+        let v = run(&|g| g.guest.boot.kernels.clear());
+        assert_eq!(v.codes(), [codes::BOOT_NO_KERNEL]);
+        assert!(v.pass);
+    }
+}

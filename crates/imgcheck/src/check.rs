@@ -1,0 +1,379 @@
+//! `imgcheck::check`: open an image, inspect the guest, run the provider
+//! profiles, and return the whole result as one [`Report`] (the document
+//! `imgcheck --json` prints).
+//!
+//! A damaged, truncated or unreadable image is a *result*, not an error:
+//! its report carries the facts that could be read and verdicts that fail
+//! with `image.corrupt` (or `image.unreadable`, `image.external_reference`).
+//! [`check`] returns `Err` only when nothing about the image could be
+//! judged: the file cannot be opened or read (missing, permissions, I/O).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use imgcheck_disk::{Detected, DiskError, VirtualDisk, detect};
+use imgcheck_guest::{Filesystem, GuestFacts, GuestReport, PartitionTable};
+use imgcheck_rules::{
+    CheckInput, ImageError, ImageErrorKind, ImageFacts, ImageFormat, Provider, Verdict,
+};
+use imgcheck_source::{Access, ByteSource, FileSource, SourceError};
+use serde::Serialize;
+
+use crate::{Error, Input, OpenOptions};
+
+/// Options for [`check`].
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Profiles to run, in this order; empty means every provider.
+    pub providers: Vec<Provider>,
+    /// How to open the image (`--format`, `--allow-external`, limits).
+    pub open: OpenOptions,
+}
+
+/// The result of checking one image. Field names and types are the JSON
+/// schema documented in `docs/check-json.md`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Facts about the file.
+    pub image: ImageFacts,
+    /// The partition table, `null` when the guest could not be inspected.
+    pub partitions: Option<PartitionTable>,
+    /// Filesystems found.
+    pub filesystems: Vec<Filesystem>,
+    /// Index into `filesystems` of the root filesystem.
+    pub root: Option<usize>,
+    /// Facts read from the root filesystem, `null` when the guest could not
+    /// be inspected.
+    pub guest: Option<GuestFacts>,
+    /// What went wrong during inspection without stopping it.
+    pub notes: Vec<String>,
+    /// One verdict per provider checked.
+    pub verdicts: Vec<Verdict>,
+    /// Cost of the check.
+    pub stats: Stats,
+}
+
+impl Report {
+    /// True when every verdict passes.
+    pub fn pass(&self) -> bool {
+        self.verdicts.iter().all(|v| v.pass)
+    }
+}
+
+/// What a check cost.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Stats {
+    /// Bytes read from the image file(s) (compressed bytes for a compressed
+    /// image).
+    pub bytes_read: u64,
+    /// Wall-clock time of the check, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Checks the image at `location` against the providers in `options`.
+///
+/// A corrupt, truncated or unreadable image gives `Ok` with failing
+/// verdicts; `Err` means the file could not be opened or read at all.
+///
+/// ```
+/// use imgcheck::{CheckOptions, Provider, check};
+///
+/// // A blank 1 MiB raw disk: no partition table, no filesystem, no OS.
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("blank.img");
+/// std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+///
+/// let options = CheckOptions {
+///     providers: vec![Provider::DigitalOcean],
+///     ..Default::default()
+/// };
+/// let report = check(path.to_str().unwrap(), &options).unwrap();
+/// assert_eq!(report.image.virtual_size, Some(1 << 20));
+/// let verdict = &report.verdicts[0];
+/// assert!(!verdict.pass);
+/// assert!(verdict.codes().contains(&"partition_table.missing"));
+///
+/// // A missing file is an error, not a verdict.
+/// assert!(check("/nonexistent/disk.img", &options).is_err());
+/// ```
+pub fn check(location: &str, options: &CheckOptions) -> Result<Report, Error> {
+    let start = Instant::now();
+    let (image, guest, bytes_read) = match crate::open(location, &options.open) {
+        Ok(input) => inspect(&input),
+        Err(e) => {
+            let (image, bytes) = facts_of_failed_open(location, options, e)?;
+            (image, None, bytes)
+        }
+    };
+    let verdicts = imgcheck_rules::check_all(
+        &options.providers,
+        &CheckInput {
+            image: &image,
+            guest: guest.as_ref(),
+        },
+    );
+    let (partitions, filesystems, root, guest, notes) = match guest {
+        Some(g) => (
+            Some(g.partitions),
+            g.filesystems,
+            g.root,
+            Some(g.guest),
+            g.notes,
+        ),
+        None => (None, Vec::new(), None, None, Vec::new()),
+    };
+    Ok(Report {
+        image,
+        partitions,
+        filesystems,
+        root,
+        guest,
+        notes,
+        verdicts,
+        stats: Stats {
+            bytes_read,
+            elapsed_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        },
+    })
+}
+
+/// Facts of an opened image, the guest report, and the bytes read.
+fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
+    let info = input.disk.info();
+    let watched = Arc::new(Watched::new(input.disk.clone()));
+    let guest = imgcheck_guest::inspect(watched.clone());
+    let image = ImageFacts {
+        path: input.location.clone(),
+        format: Some(ImageFormat::Disk(info.format)),
+        subformat: info.subformat.clone(),
+        compression: input.container,
+        virtual_size: Some(info.virtual_size),
+        file_size: input.file_size,
+        dirty: info.dirty,
+        backing_file: info.backing_file.clone(),
+        external_refs: info.external_refs.clone(),
+        error: None,
+        read_error: watched.damage(),
+    };
+    // The outer file, plus the other host files the format opened (VMDK
+    // extents); host file 0 is (a view of) the outer file.
+    let img = input.disk.image();
+    let others: u64 = (1..img.host_file_count())
+        .filter_map(|i| img.host_file(i))
+        .map(|f| f.bytes_fetched())
+        .sum();
+    (
+        image,
+        Some(guest),
+        input.source.bytes_fetched().saturating_add(others),
+    )
+}
+
+/// The facts that can still be had when `open` failed, or the error itself
+/// when the failure is not about the image (missing file, I/O).
+fn facts_of_failed_open(
+    location: &str,
+    options: &CheckOptions,
+    e: Error,
+) -> Result<(ImageFacts, u64), Error> {
+    let Some(kind) = classify(&e) else {
+        return Err(e);
+    };
+    // Sniff the file again for what it is (the failed open's findings are
+    // gone with it); a file that cannot be opened now is the I/O error.
+    let src = FileSource::open(location)?;
+    let (mut format, compression) = match detect(&src)? {
+        Detected::Disk(f) => (Some(ImageFormat::Disk(f)), None),
+        Detected::Container(c) => (None, Some(c)),
+        Detected::Unsupported(what) => (Some(ImageFormat::Other(what.to_owned())), None),
+    };
+    if let Some(f) = options.open.format {
+        format = Some(ImageFormat::Disk(f));
+    }
+    let image = ImageFacts {
+        path: location.to_owned(),
+        format,
+        compression,
+        file_size: src.len(),
+        error: Some(ImageError {
+            kind,
+            message: e.to_string().replace('\n', " "),
+            hint: e.hint(),
+            uncompressed_at_least: None,
+        }),
+        ..Default::default()
+    };
+    Ok((image, src.bytes_fetched()))
+}
+
+/// Which [`ImageErrorKind`] an open error is, or `None` when it is not
+/// about the image's content (then the check itself fails).
+fn classify(e: &Error) -> Option<ImageErrorKind> {
+    if e.is_corrupt() {
+        return Some(ImageErrorKind::Corrupt);
+    }
+    match e {
+        Error::Disk(DiskError::Unsupported { .. }) => Some(ImageErrorKind::Unsupported),
+        Error::Disk(DiskError::ExternalReference { .. }) => Some(ImageErrorKind::ExternalReference),
+        _ => None,
+    }
+}
+
+/// The guest disk as inspection sees it, remembering the first sign of
+/// damage.
+///
+/// Inspection never fails: a read error becomes a note and an "unknown"
+/// fact. But a read that fails *inside* the disk because a table points
+/// past the end of the file or a cluster does not decode means the image is
+/// damaged, and the check must say so (`image.corrupt`) rather than report
+/// a disk that merely looks empty.
+#[derive(Debug)]
+struct Watched {
+    disk: VirtualDisk,
+    damage: Mutex<Option<String>>,
+}
+
+impl Watched {
+    fn new(disk: VirtualDisk) -> Self {
+        Self {
+            disk,
+            damage: Mutex::new(None),
+        }
+    }
+
+    /// The first damage seen, if any.
+    fn damage(&self) -> Option<String> {
+        self.damage
+            .lock()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    fn record(&self, e: &SourceError) {
+        let mut slot = self.damage.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e.to_string().replace('\n', " "));
+        }
+    }
+}
+
+impl ByteSource for Watched {
+    fn name(&self) -> &str {
+        self.disk.name()
+    }
+
+    fn len(&self) -> u64 {
+        self.disk.len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let r = self.disk.read_exact_at(offset, buf);
+        if let Err(e) = &r {
+            // A read past the guest disk's end is the reader's mistake, not
+            // damage: only reads inside the disk count.
+            let inside = u64::try_from(buf.len())
+                .ok()
+                .and_then(|n| offset.checked_add(n))
+                .is_some_and(|end| end <= self.disk.len());
+            let damage = matches!(
+                e,
+                SourceError::OutOfRange { .. }
+                    | SourceError::Corrupt { .. }
+                    | SourceError::TooLarge { .. }
+            );
+            if inside && damage {
+                self.record(e);
+            }
+        }
+        r
+    }
+
+    fn access(&self) -> Access {
+        self.disk.access()
+    }
+
+    fn bytes_fetched(&self) -> u64 {
+        ByteSource::bytes_fetched(&self.disk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgcheck_source::MemSource;
+
+    /// A format driver whose every mapping points past the end of its file:
+    /// what a truncated qcow2 looks like once its header opened.
+    #[derive(Debug)]
+    struct PastEnd {
+        info: imgcheck_disk::DiskInfo,
+        file: MemSource,
+    }
+
+    impl imgcheck_disk::DiskImage for PastEnd {
+        fn info(&self) -> &imgcheck_disk::DiskInfo {
+            &self.info
+        }
+        fn map(&self, _: u64, max_len: u64) -> Result<imgcheck_disk::Mapping, DiskError> {
+            Ok(imgcheck_disk::Mapping {
+                kind: imgcheck_disk::MapKind::Data {
+                    file: 0,
+                    host_offset: 1 << 20,
+                },
+                len: max_len,
+            })
+        }
+        fn host_file(&self, index: usize) -> Option<&dyn ByteSource> {
+            (index == 0).then_some(&self.file as &dyn ByteSource)
+        }
+    }
+
+    fn past_end_disk() -> VirtualDisk {
+        VirtualDisk::new(Arc::new(PastEnd {
+            info: imgcheck_disk::DiskInfo::new(imgcheck_disk::Format::Qcow2, 4096),
+            file: MemSource::new("t.qcow2", vec![0; 512]),
+        }))
+    }
+
+    #[test]
+    fn damage_inside_the_disk_is_recorded() {
+        let w = Watched::new(past_end_disk());
+        let mut buf = [0u8; 512];
+        assert!(w.read_exact_at(0, &mut buf).is_err());
+        let d = w.damage().expect("damage recorded");
+        assert!(d.contains("t.qcow2"), "{d}");
+    }
+
+    #[test]
+    fn reads_past_the_disk_end_are_not_damage() {
+        let w = Watched::new(past_end_disk());
+        let mut buf = [0u8; 512];
+        assert!(w.read_exact_at(4096, &mut buf).is_err());
+        assert!(w.read_exact_at(u64::MAX, &mut buf).is_err());
+        assert_eq!(w.damage(), None);
+    }
+
+    #[test]
+    fn missing_file_is_an_error_not_a_report() {
+        let e = check("/nonexistent/imgcheck/disk.img", &CheckOptions::default()).unwrap_err();
+        assert!(classify(&e).is_none());
+    }
+
+    #[test]
+    fn damaged_header_is_a_failing_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.vmdk");
+        // A VMDK sparse magic and nothing else: version 0, no grains, no
+        // grain directory.
+        let mut h = vec![0u8; 4096];
+        h[..4].copy_from_slice(b"KDMV");
+        std::fs::write(&path, &h).unwrap();
+        let r = check(path.to_str().unwrap(), &CheckOptions::default()).unwrap();
+        assert_eq!(r.verdicts.len(), 3);
+        for v in &r.verdicts {
+            assert!(!v.pass, "{v:?}");
+            assert!(v.codes().contains(&"image.corrupt"), "{v:?}");
+        }
+        assert_eq!(r.image.format.as_ref().map(|f| f.name()), Some("vmdk"));
+        assert!(r.guest.is_none());
+    }
+}
