@@ -27,6 +27,7 @@ mod sparse;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use imgcheck_source::{ByteSource, read_vec};
@@ -40,7 +41,7 @@ use crate::open::OpenContext;
 
 use descriptor::{Descriptor, ExtentType, Permission};
 use header::SECTOR;
-use sparse::{Opened, SparseExtent};
+use sparse::{Opened, Shared, SparseExtent};
 
 /// createTypes whose descriptor we read (the set qemu's descriptor opener
 /// accepts, minus the ESX delta formats).
@@ -89,7 +90,14 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
     let mut magic = [0u8; 4];
     let n = imgcheck_source::read_prefix(src.as_ref(), 0, &mut magic)?;
     if n == 4 && &magic == header::MAGIC {
-        return match sparse::open(src.clone(), 0, 0, ctx.limits, true)? {
+        return match sparse::open(
+            src.clone(),
+            0,
+            0,
+            ctx.limits,
+            true,
+            &Shared::new(ctx.limits),
+        )? {
             Opened::Sparse(ext, desc) => open_monolithic(ctx, *ext, desc),
             Opened::Descriptor(text, at) => open_descriptor(ctx, &text, at),
         };
@@ -264,6 +272,8 @@ fn open_descriptor(
         }
     }
     let mut files = vec![ctx.source.clone()];
+    let shared = Shared::new(ctx.limits);
+    let mut flat_files: HashMap<&str, usize> = HashMap::new();
     let mut extents = Vec::with_capacity(d.extents.len());
     let mut extents_json = Vec::with_capacity(d.extents.len());
     let mut refs = Vec::new();
@@ -293,15 +303,32 @@ fn open_descriptor(
                 Kind::Zero
             }
             (Some(name), kind) => {
-                let ext_src =
-                    open_dependency(ctx.source.as_ref(), "VMDK extent", name, ctx.dependencies)?;
-                refs.push(ExternalRef {
-                    kind: "VMDK extent".into(),
-                    name: name.clone(),
-                    opened: true,
-                });
-                let idx = files.len();
-                files.push(ext_src.clone());
+                // Several flat extents may share one file (at different
+                // offsets): open it once. Sparse extents each own a file.
+                let reuse = (kind != ExtentType::Sparse)
+                    .then(|| flat_files.get(name.as_str()).copied())
+                    .flatten();
+                let (idx, ext_src) = match reuse {
+                    Some(i) => (i, files[i].clone()),
+                    None => {
+                        let src = open_dependency(
+                            ctx.source.as_ref(),
+                            "VMDK extent",
+                            name,
+                            ctx.dependencies,
+                        )?;
+                        refs.push(ExternalRef {
+                            kind: "VMDK extent".into(),
+                            name: name.clone(),
+                            opened: true,
+                        });
+                        files.push(src.clone());
+                        if kind != ExtentType::Sparse {
+                            flat_files.insert(name.as_str(), files.len() - 1);
+                        }
+                        (files.len() - 1, src)
+                    }
+                };
                 if kind == ExtentType::Sparse {
                     let ext = match sparse::open(
                         ext_src.clone(),
@@ -309,6 +336,7 @@ fn open_descriptor(
                         start / SECTOR,
                         ctx.limits,
                         false,
+                        &shared,
                     )? {
                         Opened::Sparse(ext, _) => ext,
                         Opened::Descriptor(..) => {

@@ -30,8 +30,34 @@ use crate::limits::Limits;
 /// How many decoded compressed grains are kept (partial-grain reads of a
 /// streamOptimized image would otherwise inflate the same grain again).
 const GRAIN_CACHE_ENTRIES: usize = 8;
-/// Bytes of decoded grains kept at most, whatever the grain size.
-const GRAIN_CACHE_BYTES: u64 = 16 << 20;
+/// Larger decoded grains are not cached (so the cache stays ≤ 16 MiB);
+/// whole-grain reads never need the cache anyway.
+const MAX_CACHED_GRAIN: u64 = 2 << 20;
+
+/// State shared by every sparse extent of one image, so that a descriptor
+/// listing thousands of extents costs the same bounded memory as one
+/// extent: one grain-table cache, one decoded-grain cache, and one budget
+/// for the grain directories of all extents together.
+#[derive(Debug)]
+pub struct Shared {
+    gt: Mutex<Lru<Arc<[u32]>>>,
+    grains: Mutex<Lru<Arc<Vec<u8>>>>,
+    gd_budget: Mutex<u64>,
+}
+
+impl Shared {
+    /// Caches sized by `limits`.
+    pub fn new(limits: &Limits) -> Arc<Self> {
+        Arc::new(Self {
+            gt: Mutex::new(Lru::new(limits.table_cache_entries)),
+            grains: Mutex::new(Lru::new(GRAIN_CACHE_ENTRIES)),
+            gd_budget: Mutex::new(limits.max_table_bytes),
+        })
+    }
+}
+
+/// Cache key: host file number and table or grain number.
+type Key = (usize, u64);
 
 /// What opening a KDMV file found.
 #[derive(Debug)]
@@ -49,7 +75,7 @@ pub enum Opened {
 struct Lru<V> {
     cap: usize,
     tick: u64,
-    items: Vec<(u64, V, u64)>,
+    items: Vec<(Key, V, u64)>,
 }
 
 impl<V: Clone> Lru<V> {
@@ -61,7 +87,7 @@ impl<V: Clone> Lru<V> {
         }
     }
 
-    fn get(&mut self, key: u64) -> Option<V> {
+    fn get(&mut self, key: Key) -> Option<V> {
         self.tick += 1;
         let tick = self.tick;
         self.items.iter_mut().find(|(k, _, _)| *k == key).map(|e| {
@@ -70,7 +96,7 @@ impl<V: Clone> Lru<V> {
         })
     }
 
-    fn put(&mut self, key: u64, v: V) {
+    fn put(&mut self, key: Key, v: V) {
         self.tick += 1;
         if let Some(e) = self.items.iter_mut().find(|(k, _, _)| *k == key) {
             *e = (key, v, self.tick);
@@ -116,8 +142,7 @@ pub struct SparseExtent {
     /// Which directory `gd` came from, for messages.
     gd_offset: u64,
     gt_bytes: u64,
-    gt_cache: Mutex<Lru<Arc<[u32]>>>,
-    grain_cache: Mutex<Lru<Arc<Vec<u8>>>>,
+    shared: Arc<Shared>,
 }
 
 /// Opens the KDMV file `src` (host file number `file`, starting at guest
@@ -129,6 +154,7 @@ pub fn open(
     base_sector: u64,
     limits: &Limits,
     allow_descriptor: bool,
+    shared: &Arc<Shared>,
 ) -> Result<Opened, DiskError> {
     let name = src.name().to_owned();
     let len = src.len();
@@ -153,6 +179,25 @@ pub fn open(
     }
     let h = raw.validate(&name, raw_at, len, limits)?;
     let gt_bytes = h.gtes_per_gt * 4;
+    {
+        // One budget for the directories of all extents of the image.
+        let mut budget = lock(&shared.gd_budget);
+        let need = h.gd_entries * 4;
+        if need > *budget {
+            return Err(crate::error::limit(
+                &name,
+                "VMDK grain directory",
+                raw_at,
+                "grain directory bytes of all extents",
+                limits
+                    .max_table_bytes
+                    .saturating_sub(*budget)
+                    .saturating_add(need),
+                limits.max_table_bytes,
+            ));
+        }
+        *budget -= need;
+    }
     let primary = read_gd(src.as_ref(), raw.gd_offset, &h, gt_bytes, limits);
     let (gd, gd_offset) = match primary {
         Ok(gd) => (gd, raw.gd_offset),
@@ -173,9 +218,6 @@ pub fn open(
     } else {
         None
     };
-    let grain_cache = usize::try_from(GRAIN_CACHE_BYTES / h.grain)
-        .unwrap_or(1)
-        .clamp(1, GRAIN_CACHE_ENTRIES);
     Ok(Opened::Sparse(
         Box::new(SparseExtent {
             file,
@@ -185,8 +227,7 @@ pub fn open(
             gd,
             gd_offset,
             gt_bytes,
-            gt_cache: Mutex::new(Lru::new(limits.table_cache_entries)),
-            grain_cache: Mutex::new(Lru::new(grain_cache)),
+            shared: shared.clone(),
         }),
         desc,
     ))
@@ -311,7 +352,7 @@ impl SparseExtent {
 
     /// Grain table number `gd_idx`, from the cache or the file.
     fn gt(&self, gd_idx: u64, sector: u32) -> Result<Arc<[u32]>, DiskError> {
-        if let Some(t) = lock(&self.gt_cache).get(gd_idx) {
+        if let Some(t) = lock(&self.shared.gt).get((self.file, gd_idx)) {
             return Ok(t);
         }
         // Read outside the lock so parallel readers do not queue on I/O.
@@ -322,7 +363,7 @@ impl SparseExtent {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        lock(&self.gt_cache).put(gd_idx, t.clone());
+        lock(&self.shared.gt).put((self.file, gd_idx), t.clone());
         Ok(t)
     }
 
@@ -506,13 +547,16 @@ impl SparseExtent {
 
     /// True when grain `g` is in the decoded-grain cache.
     fn cached(&self, g: u64) -> bool {
-        lock(&self.grain_cache).items.iter().any(|e| e.0 == g)
+        lock(&self.shared.grains)
+            .items
+            .iter()
+            .any(|e| e.0 == (self.file, g))
     }
 
     /// Grain `g` (stored at sector `s`) decompressed, from the cache or the
     /// file.
     fn decoded(&self, g: u64, s: u64) -> Result<Arc<Vec<u8>>, DiskError> {
-        if let Some(d) = lock(&self.grain_cache).get(g) {
+        if let Some(d) = lock(&self.shared.grains).get((self.file, g)) {
             return Ok(d);
         }
         // grain <= max_table_bytes (validate), so this allocation is bounded.
@@ -520,7 +564,9 @@ impl SparseExtent {
         let n = self.inflate(g, s, &mut out)?;
         out.truncate(n);
         let out = Arc::new(out);
-        lock(&self.grain_cache).put(g, out.clone());
+        if self.h.grain <= MAX_CACHED_GRAIN {
+            lock(&self.shared.grains).put((self.file, g), out.clone());
+        }
         Ok(out)
     }
 

@@ -748,3 +748,51 @@ fn cowd_and_garbage_are_named() {
     let e = open_src(Arc::new(MemSource::new("k.vmdk", b"KDMV".to_vec()))).unwrap_err();
     assert!(e.to_string().contains("k.vmdk"), "{e}");
 }
+
+fn open_with(src: Arc<dyn ByteSource>, limits: &Limits) -> Result<VirtualDisk, DiskError> {
+    let ctx = OpenContext {
+        source: src,
+        limits,
+        dependencies: DependencyPolicy::SameDirectory,
+    };
+    super::open(&ctx).map(VirtualDisk::new)
+}
+
+#[test]
+fn flat_extents_sharing_a_file_open_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = vec![1u8; 512];
+    data.extend_from_slice(&[2u8; 512]);
+    std::fs::write(dir.path().join("shared-flat.vmdk"), &data).unwrap();
+    // Second half first, then the first half, from the same file.
+    let text = "version=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"shared-flat.vmdk\" 1\nRW 1 FLAT \"shared-flat.vmdk\" 0\n";
+    let (s, opened) = spy(text, dir.path());
+    let d = open_src(s).unwrap();
+    assert_eq!(opened.lock().unwrap().len(), 1);
+    assert_eq!(d.image().host_file_count(), 2);
+    let mut b = [0u8; 1024];
+    d.read_at(0, &mut b).unwrap();
+    assert!(b[..512].iter().all(|&x| x == 2) && b[512..].iter().all(|&x| x == 1));
+}
+
+#[test]
+fn grain_directories_of_all_extents_share_one_budget() {
+    let img = make("subformat=twoGbMaxExtentSparse");
+    // The same sparse extent listed three times: each grain directory is 4
+    // bytes; a budget of 8 bytes admits two.
+    let text = "version=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 18435 SPARSE \"disk-s001.vmdk\"\nRW 18435 SPARSE \"disk-s001.vmdk\"\nRW 18435 SPARSE \"disk-s001.vmdk\"\n";
+    std::fs::write(&img.path, text).unwrap();
+    let src = || Arc::new(FileSource::open(&img.path).unwrap());
+    let limits = Limits {
+        max_table_bytes: 8,
+        ..Limits::default()
+    };
+    let e = open_with(src(), &limits).unwrap_err();
+    assert!(e.to_string().contains("all extents"), "{e}");
+    let d = open_with(src(), &Limits::default()).unwrap();
+    assert_eq!(d.virtual_size(), 3 * img.reference.len() as u64);
+    let mut tail = vec![0u8; img.reference.len()];
+    d.read_at(2 * img.reference.len() as u64, &mut tail)
+        .unwrap();
+    assert!(tail == img.reference);
+}
