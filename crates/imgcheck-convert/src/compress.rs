@@ -160,7 +160,12 @@ pub fn write_gzip(
     out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3])
         .map_err(werr)?;
 
-    let spare: Mutex<Vec<(Compress, Vec<u8>, Vec<u8>)>> = Mutex::new(Vec::new());
+    // Read buffers are recycled. Compressors are not: zlib-rs's reset
+    // leaves state behind that changes (not breaks) the output, which then
+    // depends on which block a compressor saw before, i.e. on scheduling.
+    // A fresh one per block keeps the output a pure function of the input
+    // (allocation is a few hundred KiB per MiB compressed: noise).
+    let spare: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let zero_block: OnceLock<Result<std::sync::Arc<Vec<u8>>, String>> = OnceLock::new();
     let zero_crc = {
         let mut h = crc32fast::Hasher::new();
@@ -175,11 +180,11 @@ pub fn write_gzip(
         let last = i + 1 == jobs;
         let dstart = start.saturating_sub(DICT);
         let dlen = (start - dstart) as usize;
-        let (mut c, mut buf, mut outb) = spare
+        let mut buf = spare
             .lock()
             .ok()
             .and_then(|mut s| s.pop())
-            .unwrap_or_else(|| (new_compress(), Vec::new(), Vec::new()));
+            .unwrap_or_default();
         let (zero, read) = read_or_zero(disk, dstart, start + len - dstart, &mut buf)?;
         let reusable = zero && !last && len == GZ_BLOCK && dlen as u64 == DICT;
         let result = if reusable {
@@ -211,18 +216,19 @@ pub fn write_gzip(
                 buf.resize((start + len - dstart) as usize, 0);
             }
             let (dict, input) = buf.split_at(dlen);
-            deflate_block(&mut c, dict, input, last, &mut outb)?;
+            let mut outb = Vec::new();
+            deflate_block(&mut new_compress(), dict, input, last, &mut outb)?;
             let mut crc = crc32fast::Hasher::new();
             crc.update(input);
             GzBlock {
-                data: std::sync::Arc::new(std::mem::take(&mut outb)),
+                data: std::sync::Arc::new(outb),
                 crc,
                 read,
                 len,
             }
         };
         if let Ok(mut s) = spare.lock() {
-            s.push((c, buf, outb));
+            s.push(buf);
         }
         Ok(result)
     };
