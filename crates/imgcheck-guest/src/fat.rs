@@ -122,7 +122,11 @@ impl<'a> Fat<'a> {
         let v = match self.bits {
             12 => {
                 let raw = u32::from(le16(&b, 0));
-                if n % 2 == 0 { raw & 0xFFF } else { raw >> 4 }
+                if n.is_multiple_of(2) {
+                    raw & 0xFFF
+                } else {
+                    raw >> 4
+                }
             }
             16 => u32::from(le16(&b, 0)),
             _ => le32(&b, 0) & 0x0FFF_FFFF,

@@ -533,15 +533,28 @@ fn read_mbr(disk: &Arc<dyn ByteSource>, raw: &[RawEntry; 4]) -> PartitionTable {
         });
     };
     let ext = raw.iter().find(|e| matches!(e.sys, 0x05 | 0x0F | 0x85));
-    let chain = ext.map(|e| ebr_chain_ok(disk.as_ref(), e.start));
+    let mut chain = ext.map(|e| {
+        ebr_chain_ok(disk.as_ref(), e.start)
+            .map_err(|w| format!("extended partition: {w}; logical partitions ignored"))
+    });
+    // mbrman's alignment guess unwraps an empty range when every used
+    // entry starts at LBA 0; such an entry overlaps the MBR anyway.
+    if let Some((i, _)) = raw
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.sys != 0 && e.start == 0)
+    {
+        chain = Some(Err(format!(
+            "partition {} starts at LBA 0, on top of the MBR; only the primary entries are listed",
+            i + 1
+        )));
+    }
     if let Some(Err(why)) = &chain {
         // mbrman would overflow, loop or fail: keep the primaries only.
-        t.problems.push(format!(
-            "extended partition: {why}; logical partitions ignored"
-        ));
+        t.problems.push(why.clone());
         for (i, e) in raw.iter().enumerate() {
             if e.sys != 0 && e.sectors != 0 {
-                push(&mut t, i as u32 + 1, *e);
+                push(&mut t, u32::try_from(i + 1).unwrap_or(0), *e);
             }
         }
         return t;
@@ -571,7 +584,7 @@ fn read_mbr(disk: &Arc<dyn ByteSource>, raw: &[RawEntry; 4]) -> PartitionTable {
                     start: e.starting_lba,
                     sectors: e.sectors,
                 };
-                push(&mut t, 5 + i as u32, r);
+                push(&mut t, u32::try_from(i + 5).unwrap_or(0), r);
             }
         }
         Err(e) => {
@@ -579,7 +592,7 @@ fn read_mbr(disk: &Arc<dyn ByteSource>, raw: &[RawEntry; 4]) -> PartitionTable {
                 .push(format!("MBR: {e}; using the raw primary entries"));
             for (i, e) in raw.iter().enumerate() {
                 if e.sys != 0 && e.sectors != 0 {
-                    push(&mut t, i as u32 + 1, *e);
+                    push(&mut t, u32::try_from(i + 1).unwrap_or(0), *e);
                 }
             }
         }
