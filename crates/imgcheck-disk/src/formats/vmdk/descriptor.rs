@@ -10,12 +10,14 @@
 //! it, parsed strictly so that damage is reported rather than guessed around:
 //!
 //! * the text ends at the first NUL (qemu pads descriptors with NULs);
-//! * blank lines and `#` comments are skipped;
-//! * `key = value` lines, value bare or `"quoted"`; an unterminated quote is
-//!   an error; `version`, `CID`, `parentCID`, `createType` and
-//!   `parentFileNameHint` may appear once each;
+//! * blank lines, `#` comments and `/* ... */` notes are skipped;
+//! * `key = value` lines; the keys we use (`version`, `CID`, `parentCID`,
+//!   `createType`, `parentFileNameHint`) may appear once each, with a bare
+//!   or `"quoted"` value (an unterminated quote is an error); the values of
+//!   other keys (`ddb.*`, `encoding`, ...) are not judged;
 //! * extent lines `ACCESS SIZE TYPE ["NAME" [OFFSET]]`, sizes and offsets in
-//!   512-byte sectors;
+//!   512-byte sectors, parsed strictly in descriptor files and skipped in
+//!   descriptors embedded in a sparse extent (see [`Extents`]);
 //! * anything else is an error naming the line.
 //!
 //! qemu itself uses `sscanf`/`strstr` and silently skips lines it cannot
@@ -131,6 +133,18 @@ impl Descriptor {
     }
 }
 
+/// What the extent lines of a descriptor are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extents {
+    /// A descriptor file: the extent lines are the disk; parse them
+    /// strictly.
+    Read,
+    /// Embedded in a sparse extent: the header is the disk, the lines only
+    /// describe it (qemu ignores them too). They are skipped, so odd lines
+    /// from other writers (`RW 0 SPARSE`) do not refuse a good image.
+    Skip,
+}
+
 /// Parses descriptor text `raw` read from `file` at byte `offset`.
 ///
 /// `raw` must already be bounded by `Limits::max_descriptor_bytes` (the
@@ -140,12 +154,14 @@ pub fn parse(
     offset: u64,
     raw: &[u8],
     max_extents: usize,
+    extents: Extents,
 ) -> Result<Descriptor, DiskError> {
     const S: &str = "VMDK descriptor";
     // qemu pads descriptors with NULs; the text ends at the first one.
     let text = raw.split(|&b| b == 0).next().unwrap_or_default();
     let mut d = Descriptor::default();
     let mut version = None;
+    let mut in_c_comment = false;
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
         let n = i + 1;
         let bad = |why: String| corrupt(file, S, offset, format!("line {n}: {why}"));
@@ -154,11 +170,24 @@ pub fn parse(
         // here, and insist on valid UTF-8 only where a name is used.
         let s = String::from_utf8_lossy(line);
         let t = s.trim_matches([' ', '\t']);
+        if in_c_comment {
+            in_c_comment = !t.contains("*/");
+            continue;
+        }
         if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        // Some writers (open-vm-tools' stream converter among them) put
+        // `/* ... */` notes between the ddb lines.
+        if let Some(rest) = t.strip_prefix("/*") {
+            in_c_comment = !rest.contains("*/");
             continue;
         }
         let first = t.split([' ', '\t']).next().unwrap_or_default();
         if matches!(first, "RW" | "RDONLY" | "NOACCESS") {
+            if extents == Extents::Skip {
+                continue;
+            }
             if d.extents.len() >= max_extents {
                 return Err(limit(
                     file,
@@ -188,6 +217,14 @@ pub fn parse(
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
         {
             return Err(bad(format!("bad key {:?}", clip(key))));
+        }
+        // ddb.*, encoding, isNativeSnapshot, changeTrackPath, ...: not
+        // needed to read the disk, so their values are not judged.
+        if !matches!(
+            key,
+            "version" | "CID" | "parentCID" | "createType" | "parentFileNameHint"
+        ) {
+            continue;
         }
         let value = unquote(value.trim_matches([' ', '\t'])).map_err(bad)?;
         let dup = || bad(format!("{key} appears twice"));
@@ -234,8 +271,6 @@ pub fn parse(
                 }
                 *slot = Some(value.to_owned());
             }
-            // ddb.*, encoding, isNativeSnapshot, changeTrackPath, ...: not
-            // needed to read the disk.
             _ => {}
         }
     }
@@ -343,7 +378,7 @@ mod tests {
     const QEMU_FLAT: &str = "# Disk DescriptorFile\nversion=1\nCID=dda1cf6e\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW 98307 FLAT \"monolithicFlat-flat.vmdk\" 0\n\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"4\"\nddb.geometry.cylinders = \"97\"\nddb.adapterType = \"ide\"\nddb.toolsVersion = \"2147483647\"\n";
 
     fn p(s: &str) -> Result<Descriptor, DiskError> {
-        parse("d.vmdk", 0, s.as_bytes(), 16)
+        parse("d.vmdk", 0, s.as_bytes(), 16, Extents::Read)
     }
 
     fn err(s: &str) -> String {
@@ -354,7 +389,7 @@ mod tests {
     fn qemu_descriptor_parses() {
         let mut raw = QEMU_FLAT.as_bytes().to_vec();
         raw.resize(512, 0);
-        let d = parse("d.vmdk", 0, &raw, 16).unwrap();
+        let d = parse("d.vmdk", 0, &raw, 16, Extents::Read).unwrap();
         assert_eq!(d.version, 1);
         assert_eq!(d.cid, Some(0xdda1_cf6e));
         assert_eq!(d.parent_cid, Some(0xffff_ffff));
@@ -409,6 +444,8 @@ mod tests {
         assert!(err("version=1\nRW 8 FLAT \"x\"y\" 0\n").contains("after the extent file name"));
         assert!(err("version=1\ncreateType=\"monolithicFlat\n").contains("badly quoted"));
         assert!(err("version=1\ncreateType=mono\"lithic\n").contains("stray quote"));
+        // Values of keys that are not used are not judged.
+        assert!(p("version=1\nddb.comment = \"a \"b\" c\"\n").is_ok());
     }
 
     #[test]
@@ -461,10 +498,10 @@ mod tests {
     #[test]
     fn non_utf8_names_are_refused_but_comments_are_not() {
         let mut raw = b"version=1\n# caf\xe9\nddb.comment = \"caf\xe9\"\n".to_vec();
-        assert!(parse("d", 0, &raw, 4).is_ok());
+        assert!(parse("d", 0, &raw, 4, Extents::Read).is_ok());
         raw.extend_from_slice(b"RW 8 FLAT \"caf\xe9\" 0\n");
         assert!(
-            parse("d", 0, &raw, 4)
+            parse("d", 0, &raw, 4, Extents::Read)
                 .unwrap_err()
                 .to_string()
                 .contains("UTF-8")
@@ -473,7 +510,27 @@ mod tests {
 
     #[test]
     fn text_ends_at_nul() {
-        let d = parse("d", 0, b"version=1\n\0garbage line\n", 4).unwrap();
+        let d = parse("d", 0, b"version=1\n\0garbage line\n", 4, Extents::Read).unwrap();
         assert_eq!(d.version, 1);
+    }
+
+    #[test]
+    fn c_comments_are_skipped() {
+        // As written by open-vm-tools' stream-optimized converter.
+        let d = p("version=1\nCID=1\ncreateType=\"streamOptimized\"\nRW 8 SPARSE \"x.vmdk\"\nddb.toolsVersion = \"2147483647\"\n/* OpenSource Tools version. */\nddb.virtualHWVersion = \"4\"\n/* a note\n   over two lines */\nddb.geometry.heads = \"255\"\n").unwrap();
+        assert_eq!(d.extents.len(), 1);
+        // An unclosed comment runs to the end: no extents (which the opener
+        // of a descriptor file then refuses).
+        let d = p("version=1\n/* never closed\nRW 8 SPARSE \"x\"\n").unwrap();
+        assert!(d.extents.is_empty());
+    }
+
+    #[test]
+    fn embedded_descriptors_skip_extent_lines() {
+        let text =
+            b"version=1\nCID=2\ncreateType=\"streamOptimized\"\nRDONLY 0 SPARSE \"x.vmdk\"\n";
+        assert!(parse("d", 0, text, 4, Extents::Read).is_err());
+        let d = parse("d", 0, text, 4, Extents::Skip).unwrap();
+        assert_eq!((d.cid, d.extents.len()), (Some(2), 0));
     }
 }

@@ -39,7 +39,7 @@ use crate::error::{DiskError, corrupt, limit, unsupported};
 use crate::format::Format;
 use crate::open::OpenContext;
 
-use descriptor::{Descriptor, ExtentType, Permission};
+use descriptor::{Descriptor, ExtentType, Extents, Permission};
 use header::SECTOR;
 use sparse::{Opened, Shared, SparseExtent};
 
@@ -136,6 +136,7 @@ fn open_monolithic(
             *at,
             text,
             ctx.limits.max_extents,
+            Extents::Skip,
         )?),
         None => None,
     };
@@ -217,7 +218,7 @@ fn open_descriptor(
     at: u64,
 ) -> Result<Arc<dyn DiskImage>, DiskError> {
     let file = ctx.name();
-    let d = descriptor::parse(file, at, text, ctx.limits.max_extents)?;
+    let d = descriptor::parse(file, at, text, ctx.limits.max_extents, Extents::Read)?;
     let create_type = d
         .create_type
         .clone()
