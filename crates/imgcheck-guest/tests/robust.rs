@@ -390,3 +390,41 @@ fn grown_disk_reports_backup_not_at_end() {
     );
     assert!(r.root.is_some());
 }
+
+fn sane_gpt() -> GptPlant {
+    GptPlant {
+        my_lba: 1,
+        backup_lba: 255,
+        part_start: 2,
+        num_parts: 128,
+        part_size: 128,
+        entries: vec![(1, 100, 200)],
+        entries_crc_ok: true,
+    }
+}
+
+/// A protective MBR that also lists a real partition is a hybrid MBR.
+#[test]
+fn hybrid_mbr_and_4k_sectors() {
+    use imgcheck_guest::TableKind;
+    let mut d = vec![0u8; 1 << 20];
+    put_entry(&mut d, 446, (0, 0xEE, 1, 99));
+    put_entry(&mut d, 462, (0x80, 0x83, 100, 101));
+    d[510] = 0x55;
+    d[511] = 0xAA;
+    plant_gpt(&mut d, 512, &sane_gpt());
+    let t = inspect(Arc::new(MemSource::new("hybrid", d))).partitions;
+    assert_eq!(t.kind, TableKind::HybridMbr, "{t:?}");
+    assert_eq!(t.entries.len(), 1);
+
+    // 4096-byte logical sectors: the header at byte 4096.
+    let mut d = vec![0u8; 1 << 20];
+    put_entry(&mut d, 446, (0, 0xEE, 1, 255));
+    d[510] = 0x55;
+    d[511] = 0xAA;
+    plant_gpt(&mut d, 4096, &sane_gpt());
+    let t = inspect(Arc::new(MemSource::new("4kn", d))).partitions;
+    assert_eq!(t.kind, TableKind::Gpt, "{t:?}");
+    assert_eq!(t.sector_size, 4096);
+    assert_eq!(t.entries[0].start, 100 * 4096);
+}

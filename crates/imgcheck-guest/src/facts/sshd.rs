@@ -42,9 +42,14 @@ pub fn gather(g: &Guest, os: &OsFacts) -> SshdFacts {
         }
     }
 
-    let systemd = ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
-        .iter()
-        .any(|p| g.exists(p));
+    // systemd is PID 1 when /sbin/init points at it (the link may dangle
+    // when /usr is not on this disk) or its binary is installed.
+    let systemd = g
+        .read_link("/sbin/init")
+        .is_some_and(|t| t.ends_with("/systemd"))
+        || ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
+            .iter()
+            .any(|p| g.exists(p));
     let openrc = g.exists("/sbin/openrc") || g.exists("/etc/runlevels");
     let bsd =
         os.kind == "freebsd" || (g.exists("/etc/rc.conf") && g.exists("/etc/rc.d") && !systemd);
