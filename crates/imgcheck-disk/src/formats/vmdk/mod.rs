@@ -5,11 +5,11 @@
 //!
 //! * a file starting with `KDMV` is one hosted-sparse extent
 //!   (monolithicSparse; streamOptimized when its grains are compressed),
-//!   read by [`sparse`] with its embedded descriptor for the CIDs;
-//! * a text descriptor ([`descriptor`]) lists extent files next to it
+//!   read by `sparse` with its embedded descriptor for the CIDs;
+//! * a text descriptor (`descriptor`) lists extent files next to it
 //!   (monolithicFlat, twoGbMaxExtentFlat, twoGbMaxExtentSparse, vmfs): FLAT
 //!   and VMFS extents are raw data, SPARSE extents are KDMV files read by
-//!   [`sparse`], ZERO extents read as zeros.
+//!   `sparse`, ZERO extents read as zeros.
 //!
 //! # Security
 //! Extent names come from the untrusted descriptor. Every one is checked
@@ -198,7 +198,7 @@ fn fill_common(
     if let Some(d) = d.filter(|d| d.has_parent()) {
         info.backing_file = d.parent_hint.clone();
         info.external_refs.push(ExternalRef {
-            kind: "VMDK parent".into(),
+            kind: "backing file".into(),
             name: d.parent_hint.clone().unwrap_or_else(|| {
                 format!(
                     "(parentCID {:08x}, no file name)",
