@@ -634,27 +634,38 @@ fn exercise(bytes: Vec<u8>) {
     }
 }
 
-fn corpus() -> &'static [Vec<u8>; 2] {
-    static C: std::sync::OnceLock<[Vec<u8>; 2]> = std::sync::OnceLock::new();
-    C.get_or_init(|| [small("monolithicSparse"), small("streamOptimized")])
+/// qemu-made sparse and stream files, and the stream moved to GD_AT_END.
+fn corpus() -> &'static [Vec<u8>; 3] {
+    static C: std::sync::OnceLock<[Vec<u8>; 3]> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        let stream = small("streamOptimized");
+        let at_end = to_gd_at_end(&stream);
+        [small("monolithicSparse"), stream, at_end]
+    })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn truncations_never_panic(which in 0usize..2, cut in any::<prop::sample::Index>()) {
+    fn truncations_never_panic(which in 0usize..3, cut in any::<prop::sample::Index>()) {
         let f = &corpus()[which];
         exercise(f[..cut.index(f.len())].to_vec());
     }
 
     #[test]
-    fn bit_flips_never_panic(which in 0usize..2, flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..8)) {
+    fn bit_flips_never_panic(which in 0usize..3, flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..8)) {
         let mut f = corpus()[which].clone();
-        // Aim half the flips at the metadata (header, descriptor, tables).
+        // Aim the flips at the metadata: the head (header, descriptor,
+        // tables), the tail (footer, end-of-stream tables), anywhere.
         let meta = f.len().min(64 << 10);
+        let tail = f.len().min(8 << 10);
         for (k, (i, bit)) in flips.iter().enumerate() {
-            let at = if k % 2 == 0 { i.index(meta) } else { i.index(f.len()) };
+            let at = match k % 3 {
+                0 => i.index(meta),
+                1 => f.len() - tail + i.index(tail),
+                _ => i.index(f.len()),
+            };
             f[at] ^= 1 << bit;
         }
         exercise(f);
