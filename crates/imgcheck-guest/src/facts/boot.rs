@@ -33,16 +33,18 @@ pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport
     let mut s0 = [0u8; 512];
     let have_s0 = disk.read_exact_at(0, &mut s0).is_ok();
     let code_present = have_s0 && s0[..440].iter().any(|&x| x != 0);
-    let fs_on_whole_disk = r.partitions.kind == TableKind::None
-        && r.filesystems
-            .first()
-            .is_some_and(|f| f.kind != FsKind::Unknown);
-    if code_present
-        && !(fs_on_whole_disk
-            && r.filesystems
-                .first()
-                .is_some_and(|f| f.kind == FsKind::Vfat))
-    {
+    // Without a partition table, XFS, FAT, NTFS, SquashFS and LUKS keep
+    // their own header in sector 0, so non-zero bytes there are not boot
+    // code. ext, btrfs, swap and LVM leave the boot sector free.
+    let sector0_is_fs = r.partitions.kind == TableKind::None
+        && r.filesystems.first().is_some_and(|f| {
+            f.offset == 0
+                && matches!(
+                    f.kind,
+                    FsKind::Xfs | FsKind::Vfat | FsKind::Ntfs | FsKind::Squashfs | FsKind::Luks
+                )
+        });
+    if code_present && !sector0_is_fs {
         f.bios = true;
         f.evidence
             .push("boot code in the MBR (first 440 bytes of sector 0)".into());
