@@ -20,6 +20,17 @@ pub enum Error {
     /// The command line or options are inconsistent.
     #[error("{0}")]
     Usage(String),
+    /// A provider API call failed.
+    #[error(transparent)]
+    Upload(#[from] imgcheck_upload::UploadError),
+    /// The preflight check refused the image.
+    #[error("the check failed for {provider}: {}", codes.join(", "))]
+    CheckFailed {
+        /// Provider.
+        provider: String,
+        /// Error codes found.
+        codes: Vec<String>,
+    },
 }
 
 impl Error {

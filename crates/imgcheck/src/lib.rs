@@ -18,10 +18,12 @@
 mod check;
 mod error;
 mod input;
+mod upload;
 
-pub use check::{CheckOptions, Report, Stats, check};
+pub use check::{CHECK_MAX_UNCOMPRESSED, CheckOptions, Report, Stats, check};
 pub use error::Error;
 pub use input::{Input, OpenOptions, open};
+pub use upload::{UploadOptions, UploadResult, UploadTarget, upload};
 
 pub use imgcheck_convert as convert;
 pub use imgcheck_disk as disk;
@@ -29,3 +31,4 @@ pub use imgcheck_guest as guest;
 pub use imgcheck_rules as rules;
 pub use imgcheck_rules::{Finding, Provider, Severity, Verdict};
 pub use imgcheck_source as source;
+pub use imgcheck_upload as providers;

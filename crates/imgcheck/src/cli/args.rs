@@ -25,6 +25,10 @@ pub enum Command {
     /// Check images against provider rules (the default command:
     /// `imgcheck IMAGE...`).
     Check(CheckArgs),
+    /// Check an image for a provider, convert it if needed, and upload it.
+    Upload(UploadArgs),
+    /// Packer post-processor hook: check the artifacts in packer-manifest.json.
+    Packer(PackerArgs),
 }
 
 /// Options shared by every command that opens an image.
@@ -133,6 +137,82 @@ pub struct CheckArgs {
     pub providers: Vec<imgcheck::Provider>,
     /// Print the report as JSON: one object per image, an array for
     /// several (schema in docs/check-json.md).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
+/// `imgcheck upload`.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// digitalocean, linode or kakaocloud.
+    #[arg(long, short = 'p', value_parser = parse_provider)]
+    pub provider: imgcheck::Provider,
+    /// Local image (Linode; KakaoCloud: the image the root volume was written from).
+    pub image: Option<String>,
+    /// Image URL DigitalOcean imports from (its host must answer HEAD).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Region slug (DigitalOcean, Linode).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Image name (Linode: label; default the file name).
+    #[arg(long, alias = "label")]
+    pub name: Option<String>,
+    /// DigitalOcean distribution name (e.g. Ubuntu, Debian; unknown values become Unknown).
+    #[arg(long)]
+    pub distribution: Option<String>,
+    /// Image description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// KakaoCloud root volume id to create the image from.
+    #[arg(long)]
+    pub volume_id: Option<String>,
+    /// Upload even if the check fails (not recommended).
+    #[arg(long)]
+    pub skip_check: bool,
+    /// Print the requests without sending them (credentials redacted).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the final image object (and the check) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up waiting for the provider after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    /// Seconds between status polls.
+    #[arg(long, default_value_t = 5)]
+    pub poll_interval: u64,
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
+/// `imgcheck packer`.
+#[derive(Debug, Args)]
+pub struct PackerArgs {
+    /// The manifest written by Packer's manifest post-processor.
+    #[arg(long, default_value = "packer-manifest.json")]
+    pub manifest: PathBuf,
+    /// Providers to check for (repeatable; default all three).
+    #[arg(long = "provider", short = 'p', value_delimiter = ',', value_parser = parse_provider)]
+    pub providers: Vec<imgcheck::Provider>,
+    /// Upload passing artifacts to Linode.
+    #[arg(long)]
+    pub upload: bool,
+    /// Linode region for --upload.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Linode label for --upload (default the file name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// With --upload: print the requests without sending them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print results as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -5,6 +5,8 @@ mod check;
 mod convert;
 mod info;
 mod output;
+mod packer;
+mod upload;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -30,6 +32,8 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
         Command::Info(a) => info::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Check(a) => check::run(&a),
+        Command::Upload(a) => upload::run(&a),
+        Command::Packer(a) => packer::run(&a),
     };
     match result {
         Ok(code) => code,
