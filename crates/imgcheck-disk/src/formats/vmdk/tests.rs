@@ -807,3 +807,45 @@ fn grain_directories_of_all_extents_share_one_budget() {
         .unwrap();
     assert!(tail == img.reference);
 }
+
+/// A KDMV header with capacity 0 whose embedded descriptor lists the
+/// extents (qemu reads these), then `text` at sector 1.
+fn descriptor_in_kdmv(text: &str) -> Vec<u8> {
+    let mut f = vec![0u8; 1024];
+    f[..4].copy_from_slice(b"KDMV");
+    f[4..8].copy_from_slice(&1u32.to_le_bytes()); // version
+    f[28..36].copy_from_slice(&1u64.to_le_bytes()); // descriptorOffset
+    f[36..44].copy_from_slice(&1u64.to_le_bytes()); // descriptorSize
+    f[512..512 + text.len()].copy_from_slice(text.as_bytes());
+    f
+}
+
+#[test]
+fn descriptor_only_kdmv_and_vmfs_extents() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d-flat.vmdk"), vec![5u8; 2048]).unwrap();
+    let text = "version=1\ncreateType=\"vmfs\"\nRW 4 VMFS \"d-flat.vmdk\"\n";
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::new(Spy {
+        inner: MemSource::new("d.vmdk", descriptor_in_kdmv(text)),
+        dir: dir.path().to_path_buf(),
+        opened: opened.clone(),
+    });
+    let d = open_src(s).unwrap();
+    assert_eq!(d.virtual_size(), 2048);
+    assert_eq!(d.info().subformat.as_deref(), Some("vmfs"));
+    let mut b = [0u8; 2048];
+    d.read_at(0, &mut b).unwrap();
+    assert!(b.iter().all(|&x| x == 5));
+    // Such a file listed as a SPARSE extent of another descriptor-only
+    // file is not followed into a second descriptor.
+    std::fs::write(dir.path().join("inner.vmdk"), descriptor_in_kdmv(text)).unwrap();
+    let outer = "version=1\ncreateType=\"twoGbMaxExtentSparse\"\nRW 4 SPARSE \"inner.vmdk\"\n";
+    let s = Arc::new(Spy {
+        inner: MemSource::new("outer.vmdk", descriptor_in_kdmv(outer)),
+        dir: dir.path().to_path_buf(),
+        opened,
+    });
+    let e = open_src(s).unwrap_err().to_string();
+    assert!(e.contains("inner.vmdk") && e.contains("nested"), "{e}");
+}
