@@ -8,7 +8,7 @@
 //! qemu reads, we read), plus a few qemu lacks (power-of-two grains, the
 //! check bytes) that no real writer violates.
 //!
-//! Layout (512 bytes, little-endian; field names as in qemu's `VMDK4Header`):
+//! Layout (512 bytes, little-endian, VMware's field names):
 //! `magic[4] version u32 flags u32 capacity u64 grainSize u64
 //! descriptorOffset u64 descriptorSize u64 numGTEsPerGT u32 rgdOffset u64
 //! gdOffset u64 overHead u64 uncleanShutdown u8 "\n \r\n" compressAlgorithm
