@@ -1,0 +1,1 @@
+//! Tests for the VHDX reader (filled in below).
