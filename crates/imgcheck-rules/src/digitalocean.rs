@@ -43,11 +43,12 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
     size(input, out);
     let Some(guest) = input.guest else { return };
     partition_table(input, guest, out);
-    common::ext34_root(
+    common::ext_root(
         input,
         guest,
         out,
         Severity::Error,
+        false,
         "DigitalOcean requires images to support ext3 or ext4",
         DOC_REQUIREMENTS,
     );
@@ -193,7 +194,10 @@ fn os(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) -> bool {
             out.push(
                 codes::OS_NOT_FOUND,
                 Severity::Error,
-                "no operating system was found (no root filesystem with /etc/os-release or a known layout); DigitalOcean requires a Unix-like OS",
+                format!(
+                    "no operating system was found (no readable root filesystem with /etc/os-release or a known layout{}); DigitalOcean requires a Unix-like OS",
+                    common::unread_filesystems(guest)
+                ),
                 Some("check that the image holds an installed system, not an installer or an empty disk".into()),
                 DOC_REQUIREMENTS,
             );
@@ -268,14 +272,22 @@ fn cloud_init(guest: &GuestReport, out: &mut Out) {
     let fix = format!(
         "edit {source} to read `datasource_list: [ ConfigDrive, DigitalOcean, NoCloud, None ]`, then run `cloud-init clean` in the image"
     );
-    if let (Some(nc), Some(cd)) = (at("NoCloud"), at("ConfigDrive"))
-        && nc < cd
+    // NoCloud with no ConfigDrive after it is the same trouble as NoCloud
+    // first (e.g. `ds=nocloud` on the kernel command line): ConfigDrive is
+    // never reached.
+    if let Some(nc) = at("NoCloud")
+        && at("ConfigDrive").is_none_or(|cd| nc < cd)
     {
+        let order = if at("ConfigDrive").is_some() {
+            "lists NoCloud before ConfigDrive"
+        } else {
+            "lists NoCloud and no ConfigDrive"
+        };
         out.push(
             codes::CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE,
             Severity::Error,
             format!(
-                "datasource_list {shown} in {source} lists NoCloud before ConfigDrive; Droplets from this image will not function properly"
+                "datasource_list {shown} in {source} {order}; Droplets from this image will not function properly"
             ),
             Some(fix),
             DOC_REQUIREMENTS,
@@ -565,7 +577,7 @@ mod tests {
         for (k, ok) in [
             (FsKind::Ext4, true),
             (FsKind::Ext3, true),
-            (FsKind::Ext2, false),
+            (FsKind::Ext2, true),
             (FsKind::Xfs, false),
             (FsKind::Btrfs, false),
         ] {
@@ -586,14 +598,25 @@ mod tests {
         g.root = None;
         g.guest.os.kind = String::new();
         assert_eq!(codes_of(&raw_image(), Some(&g)), [codes::OS_NOT_FOUND]);
-        // No filesystems at all: the filesystem rule fires too.
+        // A root imgcheck cannot read (XFS) is os.not_found alone, and the
+        // message says what was found.
         let mut g = good_guest();
         g.root = None;
-        g.filesystems.clear();
+        g.filesystems[1].kind = FsKind::Xfs;
         g.guest.os.kind = "unknown".into();
-        assert_eq!(
-            codes_of(&raw_image(), Some(&g)),
-            [codes::FILESYSTEM_UNSUPPORTED, codes::OS_NOT_FOUND]
+        let img = raw_image();
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(v.codes(), [codes::OS_NOT_FOUND]);
+        assert!(
+            v.findings[0].message.contains("xfs (partition 2)"),
+            "{}",
+            v.findings[0].message
         );
         let mut g = good_guest();
         g.guest.os.kind = "windows".into();
@@ -654,10 +677,18 @@ mod tests {
         );
         assert_eq!(
             run(&|g| g.guest.cloud_init.datasource_list = list(&["NoCloud", "None"])),
+            [codes::CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE]
+        );
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.datasource_list = list(&["NoCloud"])),
+            [codes::CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE]
+        );
+        assert_eq!(
+            run(&|g| g.guest.cloud_init.datasource_list = list(&["Ec2", "None"])),
             [codes::CLOUD_INIT_DATASOURCE_MISSING]
         );
         assert_eq!(
-            run(&|g| g.guest.cloud_init.datasource_list = list(&["NoCloud", "DigitalOcean"])),
+            run(&|g| g.guest.cloud_init.datasource_list = list(&["DigitalOcean", "None"])),
             Vec::<&str>::new()
         );
     }

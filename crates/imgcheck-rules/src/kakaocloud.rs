@@ -39,7 +39,10 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
         out.push(
             codes::OS_NOT_FOUND,
             Severity::Warning,
-            "UNCONFIRMED: no operating system was found, so the image's os_info (type, distro) cannot be derived; a root volume without an OS is unlikely to make a usable image",
+            format!(
+                "UNCONFIRMED: no operating system was found{}, so the image's os_info (type, distro) cannot be derived; a root volume without an OS is unlikely to make a usable image",
+                common::unread_filesystems(guest)
+            ),
             None,
             DOC_IMAGE,
         );

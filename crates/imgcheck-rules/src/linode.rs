@@ -55,11 +55,12 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
             DOC_UPLOAD,
         );
     }
-    common::ext34_root(
+    common::ext_root(
         input,
         guest,
         out,
         Severity::Warning,
+        true,
         "Linode recommends ext3 or ext4 (other filesystems may need manual configuration)",
         DOC_UPLOAD,
     );
@@ -372,6 +373,14 @@ mod tests {
         );
         assert_eq!(v.codes(), [codes::FILESYSTEM_UNSUPPORTED]);
         assert!(v.pass);
+        // No root found: Linode still judges the filesystems on the disk.
+        g.root = None;
+        assert_eq!(
+            codes_of(&linode_image(), Some(&g)),
+            [codes::FILESYSTEM_UNSUPPORTED]
+        );
+        g.filesystems[0].kind = FsKind::Ext2;
+        assert_eq!(codes_of(&linode_image(), Some(&g)), Vec::<&str>::new());
     }
 
     #[test]

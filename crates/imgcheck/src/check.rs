@@ -21,12 +21,19 @@ use serde::Serialize;
 
 use crate::{Error, Input, OpenOptions};
 
+/// The default cap on decompressing a gzip/bzip2 image during a check:
+/// DigitalOcean's 100 GB, the largest limit any profile documents. A stream
+/// that goes past it fails every size rule that exists, so decoding further
+/// (or a decompression bomb) would only cost time.
+pub const CHECK_MAX_UNCOMPRESSED: u64 = 100_000_000_000;
+
 /// Options for [`check`].
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
     /// Profiles to run, in this order; empty means every provider.
     pub providers: Vec<Provider>,
     /// How to open the image (`--format`, `--allow-external`, limits).
+    /// `max_uncompressed` defaults to [`CHECK_MAX_UNCOMPRESSED`] when unset.
     pub open: OpenOptions,
 }
 
@@ -98,7 +105,9 @@ pub struct Stats {
 /// ```
 pub fn check(location: &str, options: &CheckOptions) -> Result<Report, Error> {
     let start = Instant::now();
-    let (image, guest, bytes_read) = match crate::open(location, &options.open) {
+    let mut open = options.open.clone();
+    open.max_uncompressed = open.max_uncompressed.or(Some(CHECK_MAX_UNCOMPRESSED));
+    let (image, guest, bytes_read) = match crate::open(location, &open) {
         Ok(input) => inspect(&input),
         Err(e) => {
             let (image, bytes) = facts_of_failed_open(location, options, e)?;
@@ -142,6 +151,7 @@ fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
     let info = input.disk.info();
     let watched = Arc::new(Watched::new(input.disk.clone()));
     let guest = imgcheck_guest::inspect(watched.clone());
+    let read_error = watched.damage().or_else(|| verify_allocation(&input.disk));
     let image = ImageFacts {
         path: input.location.clone(),
         format: Some(ImageFormat::Disk(info.format)),
@@ -153,7 +163,7 @@ fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
         backing_file: info.backing_file.clone(),
         external_refs: info.external_refs.clone(),
         error: None,
-        read_error: watched.damage(),
+        read_error,
     };
     // The outer file, plus the other host files the format opened (VMDK
     // extents); host file 0 is (a view of) the outer file.
@@ -167,6 +177,69 @@ fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
         Some(guest),
         input.source.bytes_fetched().saturating_add(others),
     )
+}
+
+/// Most allocation-map runs walked by [`verify_allocation`]; past this the
+/// walk stops (a pathologically fragmented image is not worth seconds).
+const MAX_VERIFIED_EXTENTS: usize = 1 << 20;
+
+/// Checks that every allocated run of the guest disk lies inside its host
+/// file, and returns the first damage found.
+///
+/// Inspection reads only what it needs (tables, superblocks, a few files),
+/// so a file truncated in its data area, or a table entry pointing past the
+/// end, would pass unnoticed. Walking the allocation map reads only the
+/// format's tables, not the data, and finds both. Of the compressed
+/// (encoded) runs only the last is decoded, one byte of it.
+fn verify_allocation(disk: &VirtualDisk) -> Option<String> {
+    let img = disk.image();
+    let mut last_encoded = None;
+    for extent in disk
+        .extents(0, disk.virtual_size())
+        .take(MAX_VERIFIED_EXTENTS)
+    {
+        let e = match extent {
+            Ok(e) => e,
+            Err(err) if err.is_corrupt() => return Some(err.to_string().replace('\n', " ")),
+            // Anything else (I/O) is not evidence of damage.
+            Err(_) => return None,
+        };
+        if e.kind == imgcheck_disk::MapKind::Encoded {
+            last_encoded = Some(e.guest_offset.saturating_add(e.len - 1));
+            continue;
+        }
+        let imgcheck_disk::MapKind::Data { file, host_offset } = e.kind else {
+            continue;
+        };
+        let Some(host) = img.host_file(file) else {
+            return Some(format!(
+                "guest offset {} maps to host file {file}, which does not exist",
+                e.guest_offset
+            ));
+        };
+        let end = host_offset.checked_add(e.len);
+        if end.is_none_or(|end| end > host.len()) {
+            return Some(format!(
+                "{}: guest bytes {}..{} are stored at offset {host_offset}, past the end of the file ({} bytes); the file is truncated or a table is damaged",
+                host.name(),
+                e.guest_offset,
+                e.guest_offset.saturating_add(e.len),
+                host.len()
+            ));
+        }
+    }
+    // Compressed grains are written in guest order (streamOptimized VMDK,
+    // compressed qcow2 from convert), so a truncated file loses the last one
+    // first: decoding one byte of it is a cheap test for the whole tail.
+    if let Some(at) = last_encoded {
+        let mut byte = [0u8; 1];
+        if let Err(e) = disk.read_at(at, &mut byte)
+            && e.is_corrupt()
+        {
+            return Some(e.to_string().replace('\n', " "));
+        }
+    }
+    None
 }
 
 /// The facts that can still be had when `open` failed, or the error itself
@@ -199,7 +272,7 @@ fn facts_of_failed_open(
             kind,
             message: e.to_string().replace('\n', " "),
             hint: e.hint(),
-            uncompressed_at_least: None,
+            uncompressed_at_least: limit_exceeded(&e),
         }),
         ..Default::default()
     };
@@ -212,9 +285,27 @@ fn classify(e: &Error) -> Option<ImageErrorKind> {
     if e.is_corrupt() {
         return Some(ImageErrorKind::Corrupt);
     }
+    if limit_exceeded(e).is_some() {
+        return Some(ImageErrorKind::TooLarge);
+    }
     match e {
         Error::Disk(DiskError::Unsupported { .. }) => Some(ImageErrorKind::Unsupported),
         Error::Disk(DiskError::ExternalReference { .. }) => Some(ImageErrorKind::ExternalReference),
+        _ => None,
+    }
+}
+
+/// For a decompression stopped at the limit: the bytes produced by then.
+fn limit_exceeded(e: &Error) -> Option<u64> {
+    match e {
+        Error::Source(SourceError::LimitExceeded {
+            uncompressed_so_far,
+            ..
+        })
+        | Error::Disk(DiskError::Source(SourceError::LimitExceeded {
+            uncompressed_so_far,
+            ..
+        })) => Some(*uncompressed_so_far),
         _ => None,
     }
 }

@@ -1,0 +1,628 @@
+//! `imgcheck [check] IMAGE...` end to end: the built binary on the fixtures
+//! of tools/gen-fixtures (testdata/generated/manifest.tsv).
+//!
+//! * exit status: 0 all pass, 1 some verdict fails (damaged images too), 2
+//!   an image could not be checked (missing file) or bad usage;
+//! * `--json` parses and has every field docs/check-json.md documents;
+//! * damaged copies of fixtures (truncated, bit-flipped) give verdicts, never
+//!   a panic or exit 2;
+//! * the guest fixtures give exactly the DigitalOcean codes their manifest
+//!   notes expect (`expected=...`, written by tools/fixtures/50-guests.sh).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{Fixture, imgcheck, manifest};
+use serde_json::Value;
+
+/// Runs imgcheck with `args`, asserting it did not crash.
+fn run(args: &[&str]) -> Output {
+    let out = imgcheck(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        out.status.code().is_some(),
+        "{args:?} was killed by a signal"
+    );
+    out
+}
+
+/// Runs `imgcheck --json ARGS` and parses stdout.
+fn run_json(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: stdout is not JSON ({e}):\n{text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Asserts `report` has every documented field with the documented type.
+fn assert_schema(report: &Value) {
+    assert_eq!(
+        keys(report),
+        [
+            "image",
+            "partitions",
+            "filesystems",
+            "root",
+            "guest",
+            "notes",
+            "verdicts",
+            "stats"
+        ]
+        .into(),
+        "{report}"
+    );
+    let image = &report["image"];
+    assert_eq!(
+        keys(image),
+        [
+            "path",
+            "format",
+            "subformat",
+            "compression",
+            "virtual_size",
+            "file_size",
+            "dirty",
+            "backing_file",
+            "external_refs",
+            "error",
+            "read_error"
+        ]
+        .into(),
+        "{image}"
+    );
+    assert!(image["path"].is_string());
+    assert!(image["file_size"].is_u64());
+    assert!(image["dirty"].is_boolean());
+    assert!(image["external_refs"].is_array());
+    assert!(image["virtual_size"].is_u64() || image["virtual_size"].is_null());
+    if let Some(e) = image["error"].as_object() {
+        assert!(
+            ["corrupt", "unsupported", "external_reference", "too_large"]
+                .contains(&e["kind"].as_str().unwrap_or("")),
+            "{image}"
+        );
+        assert!(e["message"].is_string());
+    }
+    assert!(report["filesystems"].is_array());
+    assert!(report["notes"].is_array());
+    assert!(report["root"].is_u64() || report["root"].is_null());
+    // Inspection ran exactly when the image opened.
+    let opened = image["error"].is_null();
+    assert_eq!(report["partitions"].is_object(), opened, "{report}");
+    assert_eq!(report["guest"].is_object(), opened, "{report}");
+    if opened {
+        assert_eq!(
+            keys(&report["guest"]),
+            ["os", "cloud_init", "sshd", "boot", "kakaocloud"].into()
+        );
+    }
+    let stats = &report["stats"];
+    assert_eq!(keys(stats), ["bytes_read", "elapsed_ms"].into());
+    assert!(stats["bytes_read"].is_u64() && stats["elapsed_ms"].is_u64());
+    let verdicts = report["verdicts"].as_array().expect("verdicts array");
+    assert!(!verdicts.is_empty());
+    for v in verdicts {
+        assert_eq!(keys(v), ["provider", "pass", "findings"].into(), "{v}");
+        let findings = v["findings"].as_array().expect("findings array");
+        let mut has_error = false;
+        for f in findings {
+            assert_eq!(
+                keys(f),
+                ["code", "severity", "message", "hint", "doc"].into(),
+                "{f}"
+            );
+            let sev = f["severity"].as_str().expect("severity");
+            assert!(["error", "warning", "info"].contains(&sev), "{f}");
+            has_error |= sev == "error";
+            assert!(f["code"].as_str().is_some_and(|c| c.contains('.')), "{f}");
+            assert!(f["message"].as_str().is_some_and(|m| !m.is_empty()), "{f}");
+            assert!(f["hint"].is_string() || f["hint"].is_null(), "{f}");
+            assert!(
+                f["doc"].as_str().is_some_and(|d| d.starts_with("https://")),
+                "{f}"
+            );
+        }
+        assert_eq!(v["pass"].as_bool(), Some(!has_error), "{v}");
+    }
+}
+
+fn verdict<'a>(report: &'a Value, provider: &str) -> &'a Value {
+    report["verdicts"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["provider"] == provider))
+        .unwrap_or_else(|| panic!("no {provider} verdict in {report}"))
+}
+
+fn codes(v: &Value) -> BTreeSet<String> {
+    v["findings"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| f["code"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn all_pass(report: &Value) -> bool {
+    report["verdicts"]
+        .as_array()
+        .is_some_and(|vs| vs.iter().all(|v| v["pass"] == true))
+}
+
+fn disk_fixtures() -> Vec<Fixture> {
+    let all: Vec<Fixture> = manifest()
+        .into_iter()
+        .filter(|f| f.kind == "disk")
+        .collect();
+    assert!(!all.is_empty(), "manifest has no disk fixtures");
+    all
+}
+
+fn guest_fixtures() -> Vec<Fixture> {
+    let all: Vec<Fixture> = manifest()
+        .into_iter()
+        .filter(|f| f.kind == "guest")
+        .collect();
+    assert!(
+        !all.is_empty(),
+        "manifest has no guest fixtures: run tools/gen-fixtures (tools/fixtures/50-guests.sh)"
+    );
+    all
+}
+
+/// The `key=value` of a fixture's ';'-separated notes.
+fn note<'a>(f: &'a Fixture, key: &str) -> Option<&'a str> {
+    f.notes
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
+}
+
+fn guest(name: &str) -> Fixture {
+    guest_fixtures()
+        .into_iter()
+        .find(|f| f.path.file_stem().is_some_and(|s| s == name))
+        .unwrap_or_else(|| panic!("no guest fixture {name}"))
+}
+
+#[test]
+fn every_disk_fixture_gives_a_report_in_argument_order() {
+    let fixtures = disk_fixtures();
+    let paths: Vec<&str> = fixtures.iter().map(|f| path_str(&f.path)).collect();
+    let (code, doc) = run_json(&paths);
+    let reports = doc.as_array().expect("several images give an array");
+    assert_eq!(reports.len(), fixtures.len());
+    for (f, r) in fixtures.iter().zip(reports) {
+        assert_eq!(r["image"]["path"], path_str(&f.path), "argument order");
+        assert_schema(r);
+        let providers: Vec<&str> = r["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["provider"].as_str())
+            .collect();
+        assert_eq!(providers, ["digitalocean", "linode", "kakaocloud"]);
+        // Whether each format opens is tests/formats.rs's business; when
+        // it does, the format is the manifest's.
+        if r["image"]["error"].is_null() {
+            let format = r["image"]["format"].as_str().unwrap_or("");
+            assert_eq!(format, f.format, "{}", f.name());
+        }
+    }
+    let want = if reports.iter().all(all_pass) { 0 } else { 1 };
+    assert_eq!(code, want);
+}
+
+#[test]
+fn human_output_has_verdicts_summary_and_no_colour_in_a_pipe() {
+    let good = guest("good");
+    let blank = disk_fixtures()
+        .into_iter()
+        .find(|f| f.path.ends_with("base/pattern.raw"))
+        .expect("base/pattern.raw");
+    let out = run(&[path_str(&good.path), path_str(&blank.path)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no ANSI colours when stdout is a pipe"
+    );
+    // One verdict line per provider per image.
+    for p in ["digitalocean", "linode", "kakaocloud"] {
+        let lines = text
+            .lines()
+            .filter(|l| {
+                let t = l.trim_start();
+                (t.starts_with("PASS ") || t.starts_with("FAIL ")) && t.contains(p)
+            })
+            .count();
+        assert_eq!(lines, 2, "{p}:\n{text}");
+    }
+    // The blank disk fails DigitalOcean with a hint.
+    assert!(text.contains("partition_table.missing"), "{text}");
+    assert!(text.contains("hint: "), "{text}");
+    assert!(
+        text.trim_end().ends_with("0 passed, 2 failed"),
+        "summary line:\n{text}"
+    );
+}
+
+#[test]
+fn check_subcommand_and_default_command_agree() {
+    let good = guest("good");
+    let p = path_str(&good.path);
+    let a = run(&["--json", "-p", "do", p]);
+    let b = run(&["check", "--json", "--provider", "digitalocean", p]);
+    let strip = |o: &Output| {
+        let mut v: Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["stats"] = Value::Null;
+        v
+    };
+    assert_eq!(strip(&a), strip(&b));
+    assert_eq!(a.status.code(), b.status.code());
+}
+
+#[test]
+fn provider_selection() {
+    let good = guest("good");
+    let p = path_str(&good.path);
+    let (_, v) = run_json(&["--provider", "linode", p]);
+    assert_eq!(v["verdicts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["verdicts"][0]["provider"], "linode");
+    let (_, v) = run_json(&["-p", "kakaocloud,digitalocean", p]);
+    let ps: Vec<&str> = v["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["provider"].as_str())
+        .collect();
+    assert_eq!(ps, ["kakaocloud", "digitalocean"]);
+    let out = run(&["--provider", "aws", p]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "unknown provider is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aws"));
+}
+
+#[test]
+fn missing_file_exits_2() {
+    let out = run(&["/nonexistent/imgcheck/disk.img"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("disk.img"), "{stderr}");
+    // With a good image beside it: still 2 (never "some failed" when some
+    // were not checked), and the good one is still reported.
+    let good = guest("good");
+    let (code, v) = run_json(&[path_str(&good.path), "/nonexistent/imgcheck/disk.img"]);
+    assert_eq!(code, 2);
+    let arr = v.as_array().expect("array");
+    assert_schema(&arr[0]);
+    assert_eq!(arr[1]["image"]["path"], "/nonexistent/imgcheck/disk.img");
+    assert!(arr[1]["error"]["message"].is_string(), "{v}");
+}
+
+/// A copy of `src` in `dir` with `f` applied to its bytes.
+fn damaged_copy(dir: &Path, src: &Path, name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(src).unwrap();
+    f(&mut bytes);
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Non-raw disk fixtures that are a single file (a raw file has no
+/// structure to damage; multi-file VMDKs would need their extents copied).
+fn single_file_structured_fixtures() -> Vec<Fixture> {
+    disk_fixtures()
+        .into_iter()
+        .filter(|f| f.format != "raw")
+        .filter(|f| {
+            let (_, v) = run_json(&[path_str(&f.path)]);
+            v["image"]["external_refs"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+        })
+        .collect()
+}
+
+#[test]
+fn truncated_images_fail_with_image_corrupt() {
+    let fixtures = single_file_structured_fixtures();
+    assert!(
+        !fixtures.is_empty(),
+        "no single-file non-raw disk fixture to damage"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut corrupt_seen = 0;
+    for f in &fixtures {
+        let len = std::fs::metadata(&f.path).unwrap().len();
+        // Cut at the header, and in the middle (tables or data gone).
+        for (i, keep) in [len.min(4096) / 2, len / 2].into_iter().enumerate() {
+            let name = format!("trunc{i}-{}", f.path.file_name().unwrap().to_string_lossy());
+            let p = damaged_copy(dir.path(), &f.path, &name, |b| {
+                b.truncate(usize::try_from(keep).unwrap())
+            });
+            let (code, v) = run_json(&[path_str(&p)]);
+            assert_schema(&v);
+            assert_eq!(code, 1, "{name}: a damaged image is a failing verdict: {v}");
+            for verdict in v["verdicts"].as_array().unwrap() {
+                assert_eq!(verdict["pass"], false, "{name}: {verdict}");
+            }
+            if codes(verdict(&v, "digitalocean")).contains("image.corrupt") {
+                corrupt_seen += 1;
+                for p in ["linode", "kakaocloud"] {
+                    assert!(codes(verdict(&v, p)).contains("image.corrupt"), "{name}");
+                }
+            }
+        }
+    }
+    // Every cut through a header is damage; cuts through data may show up
+    // only as unreadable filesystems, but most must be image.corrupt.
+    assert!(
+        corrupt_seen >= fixtures.len(),
+        "only {corrupt_seen} of {} truncated copies were reported as image.corrupt",
+        2 * fixtures.len()
+    );
+}
+
+#[test]
+fn bit_flipped_images_never_crash() {
+    let fixtures = single_file_structured_fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    // A small deterministic generator (no dependency on a RNG crate).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut paths = Vec::new();
+    for (n, f) in fixtures.iter().enumerate() {
+        let len = std::fs::metadata(&f.path).unwrap().len();
+        for k in 0..8 {
+            // Flip 4 bits in the first 64 KiB, where headers and tables are.
+            let flips: Vec<(u64, u8)> = (0..4)
+                .map(|_| (next() % len.min(64 << 10), 1u8 << (next() % 8)))
+                .collect();
+            let name = format!("flip{n}-{k}");
+            paths.push(damaged_copy(dir.path(), &f.path, &name, |b| {
+                for (at, bit) in flips {
+                    if let Some(byte) = b.get_mut(usize::try_from(at).unwrap()) {
+                        *byte ^= bit;
+                    }
+                }
+            }));
+        }
+    }
+    let args: Vec<&str> = paths.iter().map(|p| path_str(p)).collect();
+    let (code, v) = run_json(&args);
+    assert!(
+        code == 0 || code == 1,
+        "bit flips give verdicts, not errors: {code}"
+    );
+    for r in v.as_array().unwrap() {
+        assert_schema(r);
+    }
+}
+
+#[test]
+fn guest_fixtures_give_the_expected_digitalocean_codes() {
+    let mut failures = Vec::new();
+    for f in guest_fixtures() {
+        let Some(expected) = note(&f, "expected") else {
+            failures.push(format!("{}: no expected= in the notes", f.name()));
+            continue;
+        };
+        let want: BTreeSet<String> = expected
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let (code, v) = run_json(&["-p", "digitalocean", path_str(&f.path)]);
+        assert_schema(&v);
+        let d = verdict(&v, "digitalocean");
+        let got = codes(d);
+        if got != want {
+            failures.push(format!("{}: expected {want:?}, got {got:?}", f.name()));
+        }
+        let pass = d["pass"] == true;
+        if code != if pass { 0 } else { 1 } {
+            failures.push(format!("{}: exit {code} with pass={pass}", f.name()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn guest_fixtures_other_providers() {
+    for f in guest_fixtures() {
+        let (_, v) = run_json(&[path_str(&f.path)]);
+        // Uncompressed raw: Linode always asks for gzip.
+        assert!(
+            codes(verdict(&v, "linode")).contains("compression.unsupported"),
+            "{}",
+            f.name()
+        );
+        // KakaoCloud's volume-only import is always said, never fails.
+        let k = verdict(&v, "kakaocloud");
+        assert!(
+            codes(k).contains("kakaocloud.volume_import"),
+            "{}",
+            f.name()
+        );
+        for finding in k["findings"].as_array().unwrap() {
+            if finding["severity"] == "warning"
+                && !finding["code"].as_str().unwrap_or("").starts_with("boot.")
+                && !finding["code"].as_str().unwrap_or("").starts_with("image.")
+            {
+                assert!(
+                    finding["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("UNCONFIRMED"),
+                    "{}: {finding}",
+                    f.name()
+                );
+            }
+        }
+    }
+    let good = guest("good-unpartitioned");
+    let (_, v) = run_json(&["-p", "linode", path_str(&good.path)]);
+    assert_eq!(
+        codes(verdict(&v, "linode")),
+        set(&["compression.unsupported"])
+    );
+}
+
+/// The hint's promise: `imgcheck convert --for linode` makes an image Linode
+/// takes.
+#[test]
+fn converted_for_linode_passes_linode() {
+    let good = guest("good-unpartitioned");
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("good.img.gz");
+    let out = run(&[
+        "convert",
+        "--for",
+        "linode",
+        "-q",
+        path_str(&good.path),
+        path_str(&out_path),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, v) = run_json(&["-p", "linode", path_str(&out_path)]);
+    assert_schema(&v);
+    assert_eq!(v["image"]["compression"], "gzip");
+    assert_eq!(codes(verdict(&v, "linode")), BTreeSet::new(), "{v}");
+    assert_eq!(code, 0);
+}
+
+fn bad_compressed(name: &str) -> Fixture {
+    manifest()
+        .into_iter()
+        .find(|f| f.kind == "badcompressed" && f.path.file_name().is_some_and(|n| n == name))
+        .unwrap_or_else(|| panic!("no badcompressed fixture {name}"))
+}
+
+#[test]
+fn damaged_compressed_files_fail_with_image_corrupt() {
+    for name in ["truncated.img.gz", "badcrc.img.gz", "badblock.img.bz2"] {
+        let f = bad_compressed(name);
+        let (code, v) = run_json(&[path_str(&f.path)]);
+        assert_schema(&v);
+        assert_eq!(code, 1, "{name}: {v}");
+        for p in ["digitalocean", "linode", "kakaocloud"] {
+            assert!(
+                codes(verdict(&v, p)).contains("image.corrupt"),
+                "{name} {p}: {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn xz_is_refused_by_digitalocean_and_linode() {
+    let f = bad_compressed("gpt-ext4.img.xz");
+    let (code, v) = run_json(&[path_str(&f.path)]);
+    assert_schema(&v);
+    assert_eq!(code, 1);
+    assert_eq!(v["image"]["compression"], "xz");
+    for p in ["digitalocean", "linode"] {
+        assert!(
+            codes(verdict(&v, p)).contains("compression.unsupported"),
+            "{p}: {v}"
+        );
+    }
+    let d = verdict(&v, "digitalocean");
+    let f = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "compression.unsupported")
+        .unwrap();
+    assert!(f["message"].as_str().unwrap().contains("xz"), "{f}");
+}
+
+/// A decompression bomb costs the limit and gives a failing verdict, not an
+/// error (library call with a small limit: the CLI's default is 100 GB).
+#[test]
+fn decompression_limit_is_a_verdict() {
+    let f = bad_compressed("bomb.img.gz");
+    let mut options = imgcheck::CheckOptions::default();
+    options.open.max_uncompressed = Some(64 << 20);
+    let r = imgcheck::check(path_str(&f.path), &options).expect("a report");
+    let e = r.image.error.as_ref().expect("open error");
+    assert_eq!(e.kind, imgcheck::rules::ImageErrorKind::TooLarge);
+    assert!(
+        e.uncompressed_at_least.is_some_and(|n| n > 64 << 20),
+        "{e:?}"
+    );
+    assert!(!r.pass());
+    for v in &r.verdicts {
+        assert!(v.codes().contains(&"image.unreadable"), "{v:?}");
+    }
+}
+
+/// gzip and bzip2 are read in place: the guest inside is checked.
+#[test]
+fn compressed_images_are_checked_inside() {
+    for name in ["gpt-ext4.img.gz", "gpt-ext4.img.bz2"] {
+        let f = disk_fixtures()
+            .into_iter()
+            .find(|f| f.path.file_name().is_some_and(|n| n == name))
+            .unwrap_or_else(|| panic!("no disk fixture {name}"));
+        let (_, v) = run_json(&[path_str(&f.path)]);
+        assert_schema(&v);
+        assert!(v["image"]["error"].is_null(), "{name}: {v}");
+        assert_eq!(v["partitions"]["kind"], "gpt", "{name}");
+        let d = codes(verdict(&v, "digitalocean"));
+        assert!(!d.contains("compression.unsupported"), "{name}: {d:?}");
+        let l = codes(verdict(&v, "linode"));
+        assert_eq!(
+            l.contains("compression.unsupported"),
+            name.ends_with(".bz2"),
+            "{name}: {l:?}"
+        );
+    }
+}
