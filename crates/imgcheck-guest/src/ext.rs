@@ -86,27 +86,49 @@ pub struct Superblock {
     pub label: Option<String>,
     /// UUID, lower-case hyphenated.
     pub uuid: Option<String>,
+    /// Total blocks (`s_blocks_count`, with the high half under 64bit).
+    pub blocks_count: u64,
+    /// Block size in bytes, if `s_log_block_size` is sane (1 KiB..64 KiB).
+    pub block_size: Option<u64>,
+    /// `s_blocks_per_group`.
+    pub blocks_per_group: u32,
+    /// `s_first_data_block`.
+    pub first_data_block: u32,
 }
+
+/// Most block groups we let ext4-view load: it allocates one descriptor per
+/// group up front. 2^20 groups is 128 TiB with 4 KiB blocks.
+pub const MAX_GROUPS: u64 = 1 << 20;
+
+/// Bytes of the superblock we parse.
+const SB_LEN: usize = 0x158;
 
 impl Superblock {
     /// Parses the superblock at byte 1024 of `src`; `None` without the
     /// 0xEF53 magic.
     pub fn read(src: &dyn ByteSource) -> Option<Self> {
-        let mut b = [0u8; 0x88];
+        let mut b = [0u8; SB_LEN];
         src.read_exact_at(1024, &mut b).ok()?;
         Self::parse(&b)
     }
 
-    /// Parses the first 0x88 bytes of a superblock.
-    pub fn parse(b: &[u8; 0x88]) -> Option<Self> {
+    /// Parses the first bytes of a superblock.
+    pub fn parse(b: &[u8; SB_LEN]) -> Option<Self> {
         if b[0x38] != 0x53 || b[0x39] != 0xEF {
             return None;
         }
         let le = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let uuid: [u8; 16] = b[0x68..0x78].try_into().ok()?;
+        let incompat = le(0x60);
+        let hi = if incompat & 0x80 != 0 { le(0x150) } else { 0 };
+        let log = le(0x18);
         Some(Self {
+            blocks_count: u64::from(hi) << 32 | u64::from(le(0x04)),
+            block_size: (log <= 6).then(|| 1024u64 << log),
+            blocks_per_group: le(0x20),
+            first_data_block: le(0x14),
             compat: le(0x5C),
-            incompat: le(0x60),
+            incompat,
             ro_compat: le(0x64),
             uuid: uuid_string(&uuid),
             label: label_string(&b[0x78..0x88]),
@@ -146,6 +168,33 @@ impl Superblock {
             }
         }
         out
+    }
+
+    /// Geometry problems that would make the reader allocate or read
+    /// absurd amounts: a filesystem larger than the `fs_len` bytes it lives
+    /// in, or more than [`MAX_GROUPS`] block groups.
+    pub fn geometry_problem(&self, fs_len: u64) -> Option<String> {
+        let Some(bs) = self.block_size else {
+            return Some("invalid block size in the superblock".into());
+        };
+        let bytes = self.blocks_count.checked_mul(bs);
+        if bytes.is_none_or(|b| b > fs_len) {
+            return Some(format!(
+                "superblock claims {} blocks of {bs} bytes, more than the {fs_len} bytes available (truncated or corrupt)",
+                self.blocks_count
+            ));
+        }
+        if self.blocks_per_group == 0 {
+            return Some("superblock says 0 blocks per group".into());
+        }
+        let data = self
+            .blocks_count
+            .saturating_sub(u64::from(self.first_data_block));
+        let groups = data.div_ceil(u64::from(self.blocks_per_group));
+        if groups > MAX_GROUPS {
+            return Some(format!("{groups} block groups (limit {MAX_GROUPS})"));
+        }
+        None
     }
 
     /// Why ext4-view will refuse this filesystem, naming the features, or
@@ -199,6 +248,9 @@ pub fn load(src: Arc<dyn ByteSource>) -> Result<Ext4, String> {
     if let Some(why) = sb.view_refusal() {
         return Err(why);
     }
+    if let Some(why) = sb.geometry_problem(src.len()) {
+        return Err(why);
+    }
     Ext4::load(Box::new(SourceRead(src))).map_err(|e| format!("ext4 reader: {e}"))
 }
 
@@ -207,7 +259,7 @@ mod tests {
     use super::*;
 
     fn sb(compat: u32, incompat: u32, ro: u32) -> Superblock {
-        let mut b = [0u8; 0x88];
+        let mut b = [0u8; SB_LEN];
         b[0x38] = 0x53;
         b[0x39] = 0xEF;
         b[0x5C..0x60].copy_from_slice(&compat.to_le_bytes());
@@ -234,7 +286,21 @@ mod tests {
         let r = sb(0x3C, 0x2 | 0x10 | 0x4000, 0).view_refusal().unwrap();
         assert!(r.contains("meta_bg") && r.contains("large_dir"), "{r}");
         assert!(sb(0, 0, 0).view_refusal().unwrap().contains("filetype"));
-        let mut b = [0u8; 0x88];
+        // Geometry: 0 blocks of 1 KiB fits; then grow the claims.
+        let mut g = sb(0x3C, 0x2, 0);
+        g.blocks_per_group = 8192;
+        assert!(g.geometry_problem(1 << 20).is_none());
+        g.blocks_count = 2048;
+        assert!(g.geometry_problem(1 << 20).unwrap().contains("more than"));
+        g.blocks_count = 1024;
+        g.blocks_per_group = 0;
+        assert!(g.geometry_problem(1 << 20).is_some());
+        g.blocks_per_group = 1;
+        g.blocks_count = u64::MAX / 1024;
+        assert!(g.geometry_problem(u64::MAX).unwrap().contains("groups"));
+        g.block_size = None;
+        assert!(g.geometry_problem(1 << 20).is_some());
+        let mut b = [0u8; SB_LEN];
         assert!(Superblock::parse(&b).is_none());
         b[0x38] = 0x53;
         assert!(Superblock::parse(&b).is_none());

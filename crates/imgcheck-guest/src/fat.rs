@@ -11,7 +11,7 @@ use imgcheck_source::ByteSource;
 /// Most clusters followed in one chain.
 pub const MAX_CHAIN: usize = 4096;
 /// Most bytes read from one directory.
-pub const MAX_DIR_BYTES: usize = 1024 * 1024;
+pub const MAX_DIR_BYTES: usize = 256 * 1024;
 
 /// One directory entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
