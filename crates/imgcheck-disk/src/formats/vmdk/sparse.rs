@@ -363,6 +363,25 @@ impl SparseExtent {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        // A grain that starts past the end of the file means a truncated
+        // file (or a damaged table): say which grain, once, here.
+        let len = self.src.len();
+        for (j, &e) in t.iter().enumerate() {
+            if let Grain::At(s) = self.classify(e)
+                && s * SECTOR >= len
+            {
+                let g = gd_idx * self.h.gtes_per_gt + j as u64;
+                return Err(corrupt(
+                    self.name(),
+                    "VMDK grain table",
+                    at + 4 * j as u64,
+                    format!(
+                        "entry {j} puts grain {g} at byte {}, past the end of the file ({len} bytes): the file is truncated or the table is damaged",
+                        s * SECTOR
+                    ),
+                ));
+            }
+        }
         lock(&self.shared.gt).put((self.file, gd_idx), t.clone());
         Ok(t)
     }

@@ -849,3 +849,19 @@ fn descriptor_only_kdmv_and_vmfs_extents() {
     let e = open_src(s).unwrap_err().to_string();
     assert!(e.contains("inner.vmdk") && e.contains("nested"), "{e}");
 }
+
+#[test]
+fn truncated_files_name_the_grain() {
+    for sub in ["monolithicSparse", "streamOptimized"] {
+        let img = make(&format!("subformat={sub}"));
+        let mut file = std::fs::read(&img.path).unwrap();
+        file.truncate(file.len() / 2);
+        let d = open_src(Arc::new(MemSource::new("half.vmdk", file))).unwrap();
+        let mut buf = vec![0u8; img.reference.len()];
+        let e = d.read_at(0, &mut buf).unwrap_err().to_string();
+        assert!(
+            e.contains("half.vmdk") && e.contains("grain table") && e.contains("truncated"),
+            "{sub}: {e}"
+        );
+    }
+}
