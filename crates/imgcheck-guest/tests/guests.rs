@@ -264,3 +264,88 @@ fn guest_fixtures_report_expected_facts() {
         failures.join("\n")
     );
 }
+
+/// Runs a tool, failing the test with a clear message when it is missing.
+fn tool(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is required for this test (dosfstools/mtools): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The FAT walker finds EFI loaders on FAT12, FAT16 and FAT32 volumes made
+/// by mkfs.vfat and filled by mtools, including a long-named file whose
+/// 8.3 alias is what we list.
+#[test]
+fn fat_walker_on_real_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bits, size_k) in [("12", "2048"), ("16", "20480"), ("32", "40960")] {
+        let img = dir.path().join(format!("fat{bits}.img"));
+        let img_s = img.to_str().unwrap();
+        tool("mkfs.vfat", &["-C", "-F", bits, img_s, size_k]);
+        let loader = dir.path().join("l.efi");
+        std::fs::write(&loader, b"MZ fake loader").unwrap();
+        tool(
+            "mmd",
+            &[
+                "-i",
+                img_s,
+                "::/EFI",
+                "::/EFI/BOOT",
+                "::/EFI/fedora",
+                "::/other",
+            ],
+        );
+        tool(
+            "mcopy",
+            &[
+                "-i",
+                img_s,
+                loader.to_str().unwrap(),
+                "::/EFI/BOOT/BOOTAA64.EFI",
+            ],
+        );
+        tool(
+            "mcopy",
+            &[
+                "-i",
+                img_s,
+                loader.to_str().unwrap(),
+                "::/EFI/fedora/shimx64.efi",
+            ],
+        );
+        tool(
+            "mcopy",
+            &[
+                "-i",
+                img_s,
+                loader.to_str().unwrap(),
+                "::/EFI/fedora/readme.txt",
+            ],
+        );
+        let src = FileSource::open(&img).unwrap();
+        let fat = imgcheck_guest::fat::Fat::open(&src)
+            .unwrap_or_else(|| panic!("FAT{bits} not recognised"));
+        let mut l = fat.efi_loaders();
+        l.sort();
+        assert_eq!(
+            l,
+            ["EFI/BOOT/BOOTAA64.EFI", "EFI/FEDORA/SHIMX64.EFI"],
+            "FAT{bits}"
+        );
+        assert!(fat.list("/OTHER").is_empty());
+        assert!(fat.list("/nope").is_empty());
+    }
+}
