@@ -273,3 +273,97 @@ fn index_stays_within_its_budget() {
         "{full:?} vs {info:?}"
     );
 }
+
+/// Small mixed-entropy data: words, runs and noise.
+fn sample(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match x % 4 {
+            0 => v.extend_from_slice(b"the quick brown fox "),
+            1 => v.extend(std::iter::repeat_n(
+                (x >> 8) as u8,
+                (x >> 16) as usize % 300,
+            )),
+            _ => v.extend_from_slice(&x.to_le_bytes()),
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+fn gzip_of(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn bzip2_of(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(1));
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Opens mutated bytes; a panic fails the test, an error is fine, and a
+/// stream that opens must read back whole.
+fn survive(kind: &str, bytes: Vec<u8>) -> Result<(), TestCaseError> {
+    let src: Arc<dyn ByteSource> = Arc::new(imgcheck_source::MemSource::new("m", bytes));
+    let opts = DecompressOptions {
+        max_uncompressed: Some(8 << 20),
+        index_budget: 4 * 33 * 1024,
+        ..Default::default()
+    };
+    let opened: Result<Arc<dyn ByteSource>, SourceError> = if kind == "gz" {
+        GzipSource::open(src, &opts).map(|s| Arc::new(s) as Arc<dyn ByteSource>)
+    } else {
+        Bzip2Source::open(src, &opts).map(|s| Arc::new(s) as Arc<dyn ByteSource>)
+    };
+    if let Ok(s) = opened {
+        let mut buf = vec![0u8; s.len().min(1 << 20) as usize];
+        prop_assert!(
+            s.read_exact_at(s.len() - buf.len() as u64, &mut buf)
+                .is_ok()
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 64, failure_persistence: None, ..Config::default() })]
+
+    /// Bit flips, truncations and splices of valid gzip: never a panic; a
+    /// flipped bit in the data is caught (by inflate or the CRC).
+    #[test]
+    fn mutated_gzip_never_panics(seed in 1u64.., flips in proptest::collection::vec((0usize..1 << 20, 0u8..8), 0..4), cut in 0usize..1 << 20) {
+        let data = sample(300_000, seed);
+        let mut gz = gzip_of(&data);
+        gz.extend(gzip_of(&data[..1000]));
+        let n = gz.len();
+        for (at, bit) in &flips {
+            gz[at % n] ^= 1 << bit;
+        }
+        if cut % 3 == 0 {
+            gz.truncate(cut % n);
+        }
+        survive("gz", gz)?;
+    }
+
+    #[test]
+    fn mutated_bzip2_never_panics(seed in 1u64.., flips in proptest::collection::vec((0usize..1 << 20, 0u8..8), 0..4), cut in 0usize..1 << 20) {
+        let data = sample(250_000, seed);
+        let mut bz = bzip2_of(&data);
+        let n = bz.len();
+        for (at, bit) in &flips {
+            bz[at % n] ^= 1 << bit;
+        }
+        if cut % 3 == 0 {
+            bz.truncate(cut % n);
+        }
+        survive("bz", bz)?;
+    }
+}
