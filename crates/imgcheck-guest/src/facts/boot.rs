@@ -51,6 +51,9 @@ pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport
         if contains(&s0[..440], b"GRUB") {
             f.evidence.push("GRUB boot.img signature in the MBR".into());
         }
+    } else if sector0_is_fs {
+        f.evidence
+            .push("sector 0 belongs to the filesystem on the whole disk: no boot code".into());
     } else if have_s0 {
         f.evidence
             .push("no boot code in the MBR (first 440 bytes are zero)".into());
