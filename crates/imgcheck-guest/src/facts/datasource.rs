@@ -208,7 +208,8 @@ fn indent(l: &str) -> usize {
 /// `system_info.default_user.name` from one YAML document, if set.
 pub fn parse_default_user(text: &str) -> Option<String> {
     let mut found = None;
-    // Path of keys we are inside, with their indentation.
+    // The indentation of the `system_info:` and `default_user:` keys we
+    // are inside, if any.
     let mut in_system_info: Option<usize> = None;
     let mut in_default_user: Option<usize> = None;
     for raw in text.lines().take(100_000) {
@@ -225,9 +226,9 @@ pub fn parse_default_user(text: &str) -> Option<String> {
             in_system_info = None;
         }
         if ind == 0 {
-            if let Some(v) = t.strip_prefix("system_info:") {
+            // A new top-level key; `system_info:` opens the block we want.
+            if t.starts_with("system_info:") {
                 in_system_info = Some(0);
-                let _ = v;
             }
             continue;
         }
