@@ -2,9 +2,9 @@
 //! the small collector the profiles push findings into.
 //!
 //! The integrity rules (damage, references, unreadable) come first in every
-//! profile: a provider fetches one file and reads it whole, so damage or a
-//! missing second file fails everywhere, whatever the provider's own list
-//! says.
+//! profile: an image that is damaged, or that imgcheck could not read, fails
+//! everywhere, whatever the provider's own list says. A provider that
+//! fetches one file also fails an image whose data lives in a second one.
 
 use imgcheck_guest::{FsKind, GuestReport};
 
@@ -60,9 +60,20 @@ pub(crate) fn gib(n: u64) -> String {
 
 /// `image.corrupt`, `image.external_reference`, `image.unreadable`,
 /// `image.dirty`: facts about the file itself, judged the same everywhere
-/// (errors, except the dirty flag which is a warning). `doc` is the
-/// provider's requirements page.
-pub(crate) fn integrity(input: &CheckInput<'_>, out: &mut Out, doc: &'static str) {
+/// (errors, except the dirty flag which is a warning, and references, see
+/// below). `doc` is the provider's requirements page.
+///
+/// `fetches_one_file` is true for providers that import by fetching or
+/// uploading one file (DigitalOcean, Linode): references the image makes
+/// are then data that never arrives, an error. KakaoCloud builds images from
+/// a volume the user writes with their own tools (qemu-img follows the
+/// references), so there it is a warning.
+pub(crate) fn integrity(
+    input: &CheckInput<'_>,
+    out: &mut Out,
+    doc: &'static str,
+    fetches_one_file: bool,
+) {
     let img = input.image;
     if let Some(e) = &img.error {
         match e.kind {
@@ -122,13 +133,21 @@ pub(crate) fn integrity(input: &CheckInput<'_>, out: &mut Out, doc: &'static str
         }
     }
     if !refs.is_empty() && !out.has(codes::IMAGE_EXTERNAL_REFERENCE) {
+        let (severity, consequence) = if fetches_one_file {
+            (
+                Severity::Error,
+                "the provider fetches one file, so that data would be missing",
+            )
+        } else {
+            (
+                Severity::Warning,
+                "keep those files next to it when writing it onto a volume, or the data in them is lost",
+            )
+        };
         out.push(
             codes::IMAGE_EXTERNAL_REFERENCE,
-            Severity::Error,
-            format!(
-                "the image refers to {}; the provider fetches one file, so that data would be missing",
-                refs.join(", ")
-            ),
+            severity,
+            format!("the image refers to {}; {consequence}", refs.join(", ")),
             Some(
                 "write a self-contained copy: `imgcheck convert IMAGE OUT` (or `qemu-img convert -O qcow2 IMAGE OUT` for a backing chain)"
                     .into(),

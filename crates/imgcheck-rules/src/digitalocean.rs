@@ -37,7 +37,7 @@ const MIN_CLOUD_INIT: &[u64] = &[0, 7, 7];
 
 /// The DigitalOcean profile.
 pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
-    common::integrity(input, out, DOC_REQUIREMENTS);
+    common::integrity(input, out, DOC_REQUIREMENTS, true);
     format(input, out);
     compression(input, out);
     size(input, out);

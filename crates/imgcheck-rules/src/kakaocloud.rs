@@ -22,7 +22,7 @@ pub(crate) const DOC_IMAGE_API: &str =
 
 /// The KakaoCloud profile.
 pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
-    common::integrity(input, out, DOC_IMAGE);
+    common::integrity(input, out, DOC_IMAGE, false);
     out.push(
         codes::KAKAOCLOUD_VOLUME_IMPORT,
         Severity::Info,
@@ -200,6 +200,49 @@ mod tests {
             [codes::OS_NOT_FOUND, codes::KAKAOCLOUD_VOLUME_IMPORT]
         );
         assert!(v.findings[0].message.contains("UNCONFIRMED"));
+    }
+
+    #[test]
+    fn references_are_a_warning_for_a_volume_import() {
+        let mut img = raw_image();
+        img.format = Some(crate::ImageFormat::Disk(imgcheck_disk::Format::Vmdk));
+        img.external_refs.push(imgcheck_disk::ExternalRef {
+            kind: "VMDK extent".into(),
+            name: "disk-s001.vmdk".into(),
+            opened: true,
+        });
+        let v = check(
+            Provider::KakaoCloud,
+            &CheckInput {
+                image: &img,
+                guest: Some(&good_guest()),
+            },
+        );
+        assert!(v.pass);
+        assert_eq!(
+            v.codes(),
+            [
+                codes::IMAGE_EXTERNAL_REFERENCE,
+                codes::KAKAOCLOUD_VOLUME_IMPORT,
+                codes::KAKAOCLOUD_OS_INFO
+            ]
+        );
+        // Not opened at all: still an error (nothing was read).
+        let mut img = raw_image();
+        img.error = Some(crate::ImageError {
+            kind: crate::ImageErrorKind::ExternalReference,
+            message: "refers to \"/etc/x\"".into(),
+            hint: None,
+            uncompressed_at_least: None,
+        });
+        let v = check(
+            Provider::KakaoCloud,
+            &CheckInput {
+                image: &img,
+                guest: None,
+            },
+        );
+        assert!(!v.pass);
     }
 
     #[test]

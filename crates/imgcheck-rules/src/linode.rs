@@ -33,7 +33,7 @@ pub(crate) const MAX_UNCOMPRESSED: u64 = 6 << 30;
 
 /// The Linode profile.
 pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
-    common::integrity(input, out, DOC_UPLOAD);
+    common::integrity(input, out, DOC_UPLOAD, true);
     format(input, out);
     compression(input, out);
     size(input, out);

@@ -626,3 +626,39 @@ fn compressed_images_are_checked_inside() {
         );
     }
 }
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["check"][..],
+        &["check", "--json"][..],
+        &["--no-such-flag", "x.img"][..],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// A VMDK whose data is in a second file: DigitalOcean and Linode fetch one
+/// file (error), KakaoCloud is written with the user's tools (warning).
+#[test]
+fn split_vmdk_is_an_external_reference() {
+    let f = disk_fixtures()
+        .into_iter()
+        .find(|f| f.path.ends_with("vmdk/pattern-monolithicFlat.vmdk"))
+        .expect("vmdk/pattern-monolithicFlat.vmdk");
+    let (code, v) = run_json(&[path_str(&f.path)]);
+    assert_schema(&v);
+    assert_eq!(code, 1);
+    let severity = |p: &str| {
+        verdict(&v, p)["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "image.external_reference")
+            .map(|f| f["severity"].as_str().unwrap_or("").to_owned())
+    };
+    assert_eq!(severity("digitalocean").as_deref(), Some("error"), "{v}");
+    assert_eq!(severity("linode").as_deref(), Some("error"), "{v}");
+    assert_eq!(severity("kakaocloud").as_deref(), Some("warning"), "{v}");
+}
