@@ -147,6 +147,13 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
 
     // 5. Facts.
     r.guest = facts::gather(guest.as_ref(), &disk, &r);
+    if let Some(g) = &guest {
+        r.notes.extend(
+            g.problems()
+                .into_iter()
+                .map(|p| format!("guest file not read: {p}")),
+        );
+    }
     let trace = guest
         .as_ref()
         .map(root::Guest::take_trace)

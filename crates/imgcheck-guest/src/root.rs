@@ -64,6 +64,9 @@ pub enum Kind {
 pub struct Guest {
     pub(crate) mounts: Vec<Mount>,
     trace: Option<RefCell<Vec<FileRead>>>,
+    /// Files that exist but could not be read (too large, corrupt, link
+    /// loops), for the report's notes.
+    problems: RefCell<Vec<String>>,
 }
 
 /// Splits an absolute or relative path into its non-empty components.
@@ -94,6 +97,7 @@ impl Guest {
                 offset,
             }],
             trace: trace.then(|| RefCell::new(Vec::new())),
+            problems: RefCell::new(Vec::new()),
         }
     }
 
@@ -173,6 +177,22 @@ impl Guest {
     /// `Ok(None)` when it does not exist; `Err` when it is too large,
     /// not a regular file, or unreadable.
     pub fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, String> {
+        let r = self.read_file_inner(path, cap);
+        if let Err(e) = &r {
+            let mut p = self.problems.borrow_mut();
+            if p.len() < 100 && !p.contains(e) {
+                p.push(e.clone());
+            }
+        }
+        r
+    }
+
+    /// Unreadable-file problems met so far.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems.borrow().clone()
+    }
+
+    fn read_file_inner(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, String> {
         let Some(real) = self.resolve_opt(path, true)? else {
             return Ok(None);
         };
