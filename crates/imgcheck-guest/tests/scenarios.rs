@@ -152,3 +152,24 @@ fn oversized_config_is_skipped() {
         r.notes
     );
 }
+
+/// A pip-style install: no version.py found, the version comes from the
+/// package metadata under /usr/local/lib/python3.X.
+#[test]
+fn dist_info_version() {
+    let r = build(|t| {
+        write(t, "/etc/os-release", b"ID=ubuntu\n");
+        write(
+            t,
+            "/usr/local/lib/python3.11/dist-packages/cloud_init-23.4.1.dist-info/METADATA",
+            b"Metadata-Version: 2.1\nName: cloud-init\nVersion: 23.4.1\n\nSummary text\n",
+        );
+    });
+    let ci = &r.guest.cloud_init;
+    assert!(ci.installed);
+    assert_eq!(ci.version.as_deref(), Some("23.4.1"));
+    assert_eq!(
+        ci.version_source.as_deref(),
+        Some("/usr/local/lib/python3.11/dist-packages/cloud_init-23.4.1.dist-info/METADATA")
+    );
+}

@@ -108,6 +108,16 @@ pub fn pacman_version(desc: &str) -> Option<String> {
     None
 }
 
+/// `Version:` of Python package metadata (METADATA / PKG-INFO headers).
+pub fn metadata_version(text: &str) -> Option<String> {
+    text.lines()
+        .take(200)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("Version:"))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
 /// Python package directories that may hold `cloudinit/`.
 fn python_dirs(g: &Guest) -> Vec<String> {
     let mut out = vec!["/usr/lib/python3/dist-packages".to_owned()];
@@ -146,6 +156,27 @@ pub fn gather(g: &Guest) -> CloudInitFacts {
             f.version = Some(ver);
             f.version_source = Some(if m.is_some() { mp } else { vp });
             break;
+        }
+    }
+    // Python package metadata (pip / setuptools installs, some RPMs).
+    if f.version.is_none() {
+        'dirs: for d in &pydirs {
+            for e in g.list_dir(d) {
+                let meta = if e.starts_with("cloud_init-") && e.ends_with(".dist-info") {
+                    "METADATA"
+                } else if e.starts_with("cloud_init-") && e.ends_with(".egg-info") {
+                    "PKG-INFO"
+                } else {
+                    continue;
+                };
+                let p = format!("{d}/{e}/{meta}");
+                if let Some(v) = g.read_text(&p).as_deref().and_then(metadata_version) {
+                    f.installed = true;
+                    f.version = Some(v);
+                    f.version_source = Some(p);
+                    break 'dirs;
+                }
+            }
         }
     }
     if f.version.is_none()
