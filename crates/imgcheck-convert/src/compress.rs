@@ -151,14 +151,7 @@ pub fn write_gzip(
         source,
     };
 
-    let xfl = match level {
-        9 => 2,
-        1 => 4,
-        _ => 0,
-    };
-    // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL OS=unix
-    out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3])
-        .map_err(werr)?;
+    out.write_all(&gzip_header(level, 0)).map_err(werr)?;
 
     // Read buffers are recycled. Compressors are not: zlib-rs's reset
     // leaves state behind that changes (not breaks) the output, which then
@@ -255,6 +248,174 @@ pub fn write_gzip(
     out.flush().map_err(werr)?;
     stats.bytes_written += 8;
     Ok(stats)
+}
+
+/// gzip member header: ID1 ID2 CM=deflate FLG MTIME=0 XFL OS=unix.
+fn gzip_header(level: u32, flags: u8) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, flags, 0, 0, 0, 0, xfl, 3]
+}
+
+/// A compressed block of a sequential stream and the CRC-32 of its input.
+type StreamBlock = Result<(Vec<u8>, crc32fast::Hasher), ConvertError>;
+
+/// Parallel gzip of a sequential byte stream (the qcow2 writer's output):
+/// the same block scheme as [`write_gzip`], but fed by `write` calls
+/// instead of reading a disk. Blocks are compressed on `pool` and written
+/// to `out` in order; at most `window` blocks are in flight.
+pub(crate) struct StreamGz<'p, W: Write> {
+    out: W,
+    pool: &'p rayon::ThreadPool,
+    level: u32,
+    /// The previous block's last 32 KiB (dictionary) then pending input.
+    cur: Vec<u8>,
+    dict_len: usize,
+    inflight: std::collections::VecDeque<std::sync::mpsc::Receiver<StreamBlock>>,
+    window: usize,
+    crc: crc32fast::Hasher,
+    total: u64,
+    written: u64,
+}
+
+impl<'p, W: Write> StreamGz<'p, W> {
+    /// Starts a gzip member on `out`.
+    pub(crate) fn new(
+        mut out: W,
+        pool: &'p rayon::ThreadPool,
+        level: Option<u32>,
+    ) -> Result<Self, ConvertError> {
+        let level = level.unwrap_or(GZ_DEFAULT_LEVEL).min(9);
+        out.write_all(&gzip_header(level, 0)).map_err(stream_err)?;
+        Ok(Self {
+            out,
+            pool,
+            level,
+            cur: Vec::with_capacity((DICT + GZ_BLOCK) as usize),
+            dict_len: 0,
+            inflight: std::collections::VecDeque::new(),
+            window: pool.current_num_threads() * 4,
+            crc: crc32fast::Hasher::new(),
+            total: 0,
+            written: 10,
+        })
+    }
+
+    /// Appends stream bytes.
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> Result<(), ConvertError> {
+        let full = self.dict_len + GZ_BLOCK as usize;
+        while !data.is_empty() {
+            let take = (full - self.cur.len()).min(data.len());
+            self.cur.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.total += take as u64;
+            if self.cur.len() == full {
+                self.dispatch(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, last: bool) -> Result<(), ConvertError> {
+        let keep = (self.cur.len() - self.dict_len).min(DICT as usize);
+        let mut next = Vec::with_capacity((DICT + GZ_BLOCK) as usize);
+        next.extend_from_slice(&self.cur[self.cur.len() - keep..]);
+        let block = std::mem::replace(&mut self.cur, next);
+        let dict_len = std::mem::replace(&mut self.dict_len, keep);
+        let level = self.level;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.pool.spawn(move || {
+            let (dict, input) = block.split_at(dict_len);
+            let mut out = Vec::new();
+            let mut c = Compress::new(Compression::new(level), false);
+            let r = deflate_block(&mut c, dict, input, last, &mut out).map(|()| {
+                let mut h = crc32fast::Hasher::new();
+                h.update(input);
+                (out, h)
+            });
+            let _ = tx.send(r);
+        });
+        self.inflight.push_back(rx);
+        while self.inflight.len() > self.window {
+            self.drain_one()?;
+        }
+        Ok(())
+    }
+
+    fn drain_one(&mut self) -> Result<(), ConvertError> {
+        let Some(rx) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let (data, h) = rx
+            .recv()
+            .map_err(|_| ConvertError::Internal("compressor thread vanished".into()))??;
+        self.out.write_all(&data).map_err(stream_err)?;
+        self.crc.combine(&h);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the member; returns the sink and the compressed size.
+    pub(crate) fn finish(mut self) -> Result<(W, u64), ConvertError> {
+        self.dispatch(true)?;
+        while !self.inflight.is_empty() {
+            self.drain_one()?;
+        }
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        trailer[4..].copy_from_slice(&((self.total & 0xffff_ffff) as u32).to_le_bytes());
+        self.out.write_all(&trailer).map_err(stream_err)?;
+        self.out.flush().map_err(stream_err)?;
+        Ok((self.out, self.written + 8))
+    }
+}
+
+fn stream_err(source: std::io::Error) -> ConvertError {
+    ConvertError::Write {
+        path: "<gzip stream>".into(),
+        source,
+    }
+}
+
+/// A complete gzip member of `data` that is exactly `size` bytes long: the
+/// compressed data is padded with an FEXTRA field (RFC 1952 2.3.1.1), which
+/// every gunzip skips. Lets a writer reserve room at the front of a file for
+/// a member whose content is only known at the end (the qcow2 header).
+pub(crate) fn fixed_size_member(
+    data: &[u8],
+    level: Option<u32>,
+    size: usize,
+) -> Result<Vec<u8>, ConvertError> {
+    let level = level.unwrap_or(GZ_DEFAULT_LEVEL).min(9);
+    let mut deflated = Vec::new();
+    deflate_block(
+        &mut Compress::new(Compression::new(level), false),
+        &[],
+        data,
+        true,
+        &mut deflated,
+    )?;
+    // header 10 + XLEN 2 + subfield header 4 + payload + deflate + trailer 8
+    let pad = size
+        .checked_sub(10 + 2 + 4 + deflated.len() + 8)
+        .filter(|p| *p <= 65_535 - 4)
+        .ok_or_else(|| {
+            ConvertError::Internal("qcow2 header does not fit its reserved gzip member".into())
+        })?;
+    let mut m = Vec::with_capacity(size);
+    m.extend_from_slice(&gzip_header(level, 0x04)); // FLG.FEXTRA
+    m.extend_from_slice(&((pad + 4) as u16).to_le_bytes()); // XLEN
+    m.extend_from_slice(b"IP"); // subfield id: imgcheck padding
+    m.extend_from_slice(&(pad as u16).to_le_bytes());
+    m.resize(m.len() + pad, 0);
+    m.extend_from_slice(&deflated);
+    m.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    m.extend_from_slice(&((data.len() as u64 & 0xffff_ffff) as u32).to_le_bytes());
+    debug_assert_eq!(m.len(), size);
+    Ok(m)
 }
 
 /// One bzip2 stream of `input`.

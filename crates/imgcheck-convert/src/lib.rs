@@ -11,6 +11,7 @@
 //! | qcow2 | `qcow2` | one sequential pass: data, L2 tables, L1, refcounts, header last |
 //! | raw + gzip | `compress` | pigz method: independent deflate blocks primed with the previous 32 KiB |
 //! | raw + bzip2 | `compress` | pbzip2 method: independent 900 kB bzip2 streams |
+//! | qcow2 + gzip | `qcow2`, `compress` | qcow2 stream through the same parallel deflate; header in a fixed-size first member |
 //!
 //! All of them run the expensive part (reads, zero checks, compression) on a
 //! worker pool through one ordered pipeline (`pipeline`) with a bounded
@@ -28,7 +29,7 @@ mod raw;
 
 pub use compress::{BZ_BLOCK, GZ_BLOCK, write_bzip2, write_gzip};
 pub use output::AtomicOutput;
-pub use qcow2::{CLUSTER as QCOW2_CLUSTER, write_qcow2};
+pub use qcow2::{CLUSTER as QCOW2_CLUSTER, write_qcow2, write_qcow2_gz};
 pub use raw::write_raw;
 
 use imgcheck_disk::DiskError;
@@ -91,9 +92,9 @@ pub enum Compress {
 }
 
 /// Writes `disk` into `out` (a fresh [`AtomicOutput`]) as `format` wrapped
-/// in `compress`, without committing it. Raw + gzip/bzip2 and the plain
-/// formats are supported; qcow2 inside a compressor is not (the qcow2
-/// writer needs to seek back to write its header).
+/// in `compress`, without committing it. Everything but qcow2 + bzip2 is
+/// supported (the qcow2 header is written last into room kept for it; a
+/// bzip2 stream cannot be padded to a fixed size the way a gzip member can).
 pub fn convert(
     disk: &imgcheck_disk::VirtualDisk,
     out: &AtomicOutput,
@@ -124,8 +125,11 @@ pub fn convert(
                 other => other,
             })
         }
-        (OutputFormat::Qcow2, _) => Err(ConvertError::Unsupported(
-            "qcow2 output cannot be compressed yet; use -O raw with --compress, or plain qcow2"
+        (OutputFormat::Qcow2, Compress::Gzip) => {
+            write_qcow2_gz(disk, out.file(), path, options, progress)
+        }
+        (OutputFormat::Qcow2, Compress::Bzip2) => Err(ConvertError::Unsupported(
+            "qcow2 output cannot be bzip2-compressed; use --compress gzip, or -O raw --compress bzip2"
                 .into(),
         )),
     }

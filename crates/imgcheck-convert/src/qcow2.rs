@@ -28,6 +28,10 @@
 //! left out too (their L2 entry stays 0: unallocated, reads as zeros, since
 //! the image has no backing file).
 //!
+//! For `.qcow2.gz` ([`write_qcow2_gz`]) the same stream goes through the
+//! parallel gzip compressor, and the header goes into a fixed-size first
+//! gzip member written last (see there).
+//!
 //! The virtual size is rounded up to a multiple of 512 bytes, as
 //! `qemu-img convert -O qcow2` does (QEMU counts qcow2 sizes in sectors).
 
@@ -38,6 +42,7 @@ use std::path::Path;
 
 use imgcheck_disk::VirtualDisk;
 
+use crate::compress::{StreamGz, fixed_size_member};
 use crate::pipeline::{build_pool, run_ordered};
 use crate::raw::is_zero;
 use crate::{ConvertError, ConvertStats, Options, Progress};
@@ -135,32 +140,53 @@ fn header(size: u64, l1_size: u64, tail: &Tail) -> Vec<u8> {
     h
 }
 
+/// Where the body (everything after cluster 0) goes.
+enum Sink<'a> {
+    /// Plain file, from offset [`CLUSTER`].
+    File(BufWriter<&'a File>),
+    /// gzip member starting at [`GZ_HEADER_MEMBER`].
+    Gzip(StreamGz<'a, BufWriter<&'a File>>),
+}
+
+/// Room reserved at the front of a `.qcow2.gz` for the gzip member that
+/// holds the header cluster (written last). The header cluster is ~120
+/// non-zero bytes then zeros: it deflates to well under 1 KiB.
+const GZ_HEADER_MEMBER: usize = 4096;
+
 /// Sequential writer of the qcow2 file body, counting clusters.
 struct Body<'a> {
-    w: BufWriter<&'a File>,
+    w: Sink<'a>,
     /// Next free host cluster.
     next: u64,
     path: &'a Path,
 }
 
 impl Body<'_> {
-    fn werr(&self, source: std::io::Error) -> ConvertError {
-        ConvertError::Write {
-            path: self.path.to_path_buf(),
-            source,
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ConvertError> {
+        match &mut self.w {
+            Sink::File(w) => w.write_all(bytes).map_err(|e| ConvertError::Write {
+                path: self.path.to_path_buf(),
+                source: e,
+            }),
+            Sink::Gzip(g) => g.write(bytes).map_err(|e| match e {
+                ConvertError::Write { source, .. } => ConvertError::Write {
+                    path: self.path.to_path_buf(),
+                    source,
+                },
+                other => other,
+            }),
         }
     }
 
     /// Appends whole clusters; returns the host offset of the first.
     fn append(&mut self, bytes: &[u8]) -> Result<u64, ConvertError> {
         let at = self.next * CLUSTER;
-        self.w.write_all(bytes).map_err(|e| self.werr(e))?;
+        self.put(bytes)?;
         let len = bytes.len() as u64;
         let pad = len.next_multiple_of(CLUSTER) - len;
         if pad > 0 {
             // Only the last guest cluster of an odd-sized disk is short.
-            let zeros = vec![0u8; pad as usize];
-            self.w.write_all(&zeros).map_err(|e| self.werr(e))?;
+            self.put(&vec![0u8; pad as usize])?;
         }
         self.next += len.div_ceil(CLUSTER);
         Ok(at)
@@ -176,6 +202,36 @@ pub fn write_qcow2(
     options: &Options,
     progress: Progress<'_>,
 ) -> Result<ConvertStats, ConvertError> {
+    write(disk, out, path, options, progress, false)
+}
+
+/// Writes `disk` to `out` (empty, seekable) as a gzip-compressed qcow2
+/// (`.qcow2.gz`): `gzip -dc` of it is the same qcow2 [`write_qcow2`] makes.
+///
+/// The file holds two gzip members. The body (clusters 1..end) is one
+/// member, compressed in parallel as it streams past, starting at byte
+/// 4096. The header cluster, known only at the end, is the first member,
+/// padded to exactly 4096 bytes with a gzip FEXTRA field and written
+/// last into the room left for it. Concatenated members are one valid
+/// gzip file (RFC 1952 2.2; `gzip -t`, `gzip -dc` read them).
+pub fn write_qcow2_gz(
+    disk: &VirtualDisk,
+    out: &File,
+    path: &Path,
+    options: &Options,
+    progress: Progress<'_>,
+) -> Result<ConvertStats, ConvertError> {
+    write(disk, out, path, options, progress, true)
+}
+
+fn write(
+    disk: &VirtualDisk,
+    out: &File,
+    path: &Path,
+    options: &Options,
+    progress: Progress<'_>,
+    gzip: bool,
+) -> Result<ConvertStats, ConvertError> {
     let guest_size = disk.virtual_size();
     let size = guest_size.next_multiple_of(512);
     let clusters = size.div_ceil(CLUSTER);
@@ -186,16 +242,27 @@ pub fn write_qcow2(
         )));
     }
     let pool = build_pool(options.threads)?;
+    let werr = |source| ConvertError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = BufWriter::with_capacity(1 << 20, out);
+    // Leave room for the header, written last.
+    let body_start = if gzip {
+        GZ_HEADER_MEMBER as u64
+    } else {
+        CLUSTER
+    };
+    file.seek(SeekFrom::Start(body_start)).map_err(werr)?;
     let mut body = Body {
-        w: BufWriter::with_capacity(1 << 20, out),
+        w: if gzip {
+            Sink::Gzip(StreamGz::new(file, &pool, options.level)?)
+        } else {
+            Sink::File(file)
+        },
         next: 1,
         path,
     };
-    let at = body
-        .w
-        .seek(SeekFrom::Start(CLUSTER))
-        .map_err(|e| body.werr(e))?;
-    debug_assert_eq!(at, CLUSTER);
 
     let mut l1 = vec![0u64; l1_size as usize];
     let mut l2 = vec![0u64; L2_ENTRIES as usize];
@@ -294,17 +361,28 @@ pub fn write_qcow2(
         body.append(&block)?;
     }
     debug_assert_eq!(body.next, total);
-    let end = body.next * CLUSTER;
-    body.w.flush().map_err(|e| body.werr(e))?;
-    drop(body);
-
     let h = header(size, l1_size, &tail);
-    let werr = |source| ConvertError::Write {
-        path: path.to_path_buf(),
-        source,
+    let end = match body.w {
+        Sink::File(mut w) => {
+            w.flush().map_err(werr)?;
+            drop(w);
+            out.write_all_at(&h, 0).map_err(werr)?;
+            let end = body.next * CLUSTER;
+            out.set_len(end).map_err(werr)?;
+            end
+        }
+        Sink::Gzip(g) => {
+            let (mut w, n) = g.finish().map_err(|e| match e {
+                ConvertError::Write { source, .. } => werr(source),
+                other => other,
+            })?;
+            w.flush().map_err(werr)?;
+            drop(w);
+            let member = fixed_size_member(&h, options.level, GZ_HEADER_MEMBER)?;
+            out.write_all_at(&member, 0).map_err(werr)?;
+            GZ_HEADER_MEMBER as u64 + n
+        }
     };
-    out.write_all_at(&h, 0).map_err(werr)?;
-    out.set_len(end).map_err(werr)?;
     stats.bytes_written = end;
     Ok(stats)
 }

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::process::Command;
 use std::sync::Arc;
 
-use imgcheck_convert::{Options, write_bzip2, write_gzip, write_qcow2};
+use imgcheck_convert::{Options, write_bzip2, write_gzip, write_qcow2, write_qcow2_gz};
 use imgcheck_disk::{Format, OpenOptions, VirtualDisk};
 use imgcheck_source::MemSource;
 use proptest::prelude::*;
@@ -129,6 +129,30 @@ proptest! {
         drop(f);
         let back = qemu_check_and_read(&path, dir.path());
         prop_assert!(back == data, "qcow2 round trip differs");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// `.qcow2.gz`: gunzip (all members) gives a qcow2 qemu-img accepts.
+    #[test]
+    fn qcow2_gz_round_trips(sectors in 1u64..12_000, runs in runs(), seed in any::<u64>()) {
+        let data = build(sectors, &runs, seed);
+        let disk = disk_of(data.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("o.qcow2.gz");
+        let f = std::fs::File::create_new(&gz).unwrap();
+        let stats = write_qcow2_gz(&disk, &f, &gz, &Options::default(), &noop).unwrap();
+        drop(f);
+        let bytes = std::fs::read(&gz).unwrap();
+        prop_assert_eq!(stats.bytes_written, bytes.len() as u64);
+        let mut q = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut q).unwrap();
+        let path = dir.path().join("o.qcow2");
+        std::fs::write(&path, &q).unwrap();
+        let back = qemu_check_and_read(&path, dir.path());
+        prop_assert!(back == data, "qcow2.gz round trip differs");
     }
 }
 

@@ -2,7 +2,8 @@
 //! tools: `-O qcow2` must pass `qemu-img check` and read back (through
 //! `qemu-img convert -O raw`) as the fixture's reference raw; `--compress
 //! gzip` must pass `gzip -t` and `gzip -dc` must equal the reference;
-//! `--compress bzip2` likewise with bzip2. A missing tool fails the test.
+//! `--compress bzip2` likewise with bzip2; `-O qcow2 --compress gzip` must
+//! pass `gzip -t` and gunzip to a qcow2 that passes the qcow2 checks. A missing tool fails the test.
 //! Fixtures whose format imgcheck cannot read yet are skipped only when
 //! `imgcheck info` itself says "not supported", and the skip is printed.
 
@@ -112,6 +113,60 @@ fn qcow2_output_passes_qemu_img_check() {
             f.name()
         );
         std::fs::remove_file(&raw).unwrap();
+
+        // The same through gzip: gzip -t passes, and gunzip gives a qcow2
+        // that passes the same checks.
+        let gz = dir.path().join("out.qcow2.gz");
+        let _ = std::fs::remove_file(&gz);
+        convert_ok(&[
+            "convert",
+            "-q",
+            "-O",
+            "qcow2",
+            "--compress",
+            "gzip",
+            s(&f.path),
+            s(&gz),
+        ]);
+        let t = tool("gzip").arg("-t").arg(&gz).output().unwrap();
+        assert!(
+            t.status.success() && t.stderr.is_empty(),
+            "{}: gzip -t: {}",
+            f.name(),
+            String::from_utf8_lossy(&t.stderr)
+        );
+        let plain = std::fs::File::create(&q).unwrap();
+        let st = tool("gzip")
+            .arg("-dc")
+            .arg(&gz)
+            .stdout(plain)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let check = tool("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&q)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}: qemu-img check of gunzipped qcow2",
+            f.name()
+        );
+        let st = tool("qemu-img")
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&q)
+            .arg(&raw)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(
+            sha256_file(&raw),
+            sha256_file(reference),
+            "{}: qcow2.gz guest bytes",
+            f.name()
+        );
+        std::fs::remove_file(&raw).unwrap();
     }
 }
 
@@ -163,14 +218,14 @@ fn for_linode_names_and_refuses_overwrite() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     convert_ok(&["convert", "--for", "linode", "--force", "-q", s(&input)]);
-    // DigitalOcean: qcow2 next to the input, path printed.
+    // DigitalOcean: gzip-compressed qcow2 next to the input, path printed.
     let out = imgcheck(&["convert", "--for", "digitalocean", s(&input)]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let q = dir.path().join("disk.qcow2");
+    let q = dir.path().join("disk.qcow2.gz");
     assert!(String::from_utf8_lossy(&out.stdout).contains(s(&q)));
     assert!(q.exists());
 }

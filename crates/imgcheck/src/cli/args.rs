@@ -79,7 +79,8 @@ pub enum CompressArg {
 pub enum Provider {
     /// Linode/Akamai: raw + gzip (`NAME.img.gz`).
     Linode,
-    /// DigitalOcean: qcow2 with zero clusters left out (`NAME.qcow2`).
+    /// DigitalOcean: gzip-compressed qcow2, zero clusters left out
+    /// (`NAME.qcow2.gz`).
     #[value(alias = "do")]
     Digitalocean,
 }
