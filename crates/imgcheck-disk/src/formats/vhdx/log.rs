@@ -35,6 +35,15 @@ use crate::error::{DiskError, corrupt, limit};
 use crate::limits::Limits;
 
 const SECTOR: u64 = 4096;
+/// [`SECTOR`] as a buffer length.
+const SECTOR_BYTES: usize = 4096;
+
+/// `v` as an in-memory index. Every caller passes an offset inside a
+/// buffer it holds (the log, a read buffer), so this never saturates; if
+/// it did, the slice lookup it feeds would fail instead of wrapping.
+fn us(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
 const S_LOG: &str = "VHDX log";
 
 /// What a range of the overlay reads as.
@@ -74,7 +83,7 @@ impl Replayed {
             if e > end {
                 let tail = match c {
                     Content::Zero => Content::Zero,
-                    Content::Data(d, o) => Content::Data(d, o + (end - s) as usize),
+                    Content::Data(d, o) => Content::Data(d, o.saturating_add(us(end - s))),
                 };
                 self.overlay.insert(end, (e, tail));
             }
@@ -97,7 +106,7 @@ impl ByteSource for Replayed {
         let end = check_range(self.name(), offset, buf.len(), self.len)?;
         // The file part first; beyond the file (extended by the log) zeros.
         let base_len = self.base.len();
-        let in_base = base_len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let in_base = us(base_len.saturating_sub(offset)).min(buf.len());
         if in_base > 0 {
             self.base.read_exact_at(offset, &mut buf[..in_base])?;
         }
@@ -112,12 +121,14 @@ impl ByteSource for Replayed {
             if lo >= hi {
                 continue;
             }
-            let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
+            let Some(dst) = buf.get_mut(us(lo - offset)..us(hi - offset)) else {
+                continue;
+            };
             match c {
                 Content::Zero => dst.fill(0),
                 Content::Data(d, o) => {
-                    let from = o + (lo - s) as usize;
-                    if let Some(src) = d.get(from..from + dst.len()) {
+                    let from = o.saturating_add(us(lo - s));
+                    if let Some(src) = d.get(from..from.saturating_add(dst.len())) {
                         dst.copy_from_slice(src);
                     }
                 }
@@ -165,8 +176,8 @@ fn circ(log: &[u8], off: u64, len: u64) -> Option<Vec<u8>> {
         return None;
     }
     let first = (n - off).min(len);
-    let mut v = log.get(off as usize..(off + first) as usize)?.to_vec();
-    v.extend_from_slice(log.get(..(len - first) as usize)?);
+    let mut v = log.get(us(off)..us(off + first))?.to_vec();
+    v.extend_from_slice(log.get(..us(len - first))?);
     Some(v)
 }
 
@@ -201,28 +212,28 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid) -> Result<Entry, String> {
     }
     let mut ops = Vec::new();
     let mut data_sector = desc_sectors;
-    for i in 0..count as usize {
+    for i in 0..us(count) {
         let d = 64 + i * 32;
         let sig = whole.get(d..d + 4).unwrap_or(&[]);
         let offset = le64(&whole, d + 16);
         if le64(&whole, d + 24) != sequence {
             return Err(format!("descriptor {i} has another sequence number"));
         }
-        if offset % SECTOR != 0 {
+        if !offset.is_multiple_of(SECTOR) {
             return Err(format!(
                 "descriptor {i} file offset {offset} is not 4 KiB aligned"
             ));
         }
         if sig == b"zero" {
             let zl = le64(&whole, d + 8);
-            if zl % SECTOR != 0 || offset.checked_add(zl).is_none() {
+            if !zl.is_multiple_of(SECTOR) || offset.checked_add(zl).is_none() {
                 return Err(format!("zero descriptor {i} length {zl}"));
             }
             ops.push(Op::Zero { offset, length: zl });
         } else if sig == b"desc" {
-            let at = (data_sector * SECTOR) as usize;
+            let at = us(data_sector * SECTOR);
             let s = whole
-                .get(at..at + SECTOR as usize)
+                .get(at..at.saturating_add(SECTOR_BYTES))
                 .ok_or_else(|| format!("data descriptor {i} has no data sector"))?;
             if s.get(..4) != Some(b"data")
                 || u64::from(le32(s, 4)) != sequence >> 32
@@ -234,7 +245,7 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid) -> Result<Entry, String> {
                 .checked_add(SECTOR)
                 .ok_or_else(|| format!("descriptor {i} offset {offset}"))?;
             // The sector is: LeadingBytes, the 4084 data bytes, TrailingBytes.
-            let mut sector = Vec::with_capacity(SECTOR as usize);
+            let mut sector = Vec::with_capacity(SECTOR_BYTES);
             sector.extend_from_slice(whole.get(d + 8..d + 16).unwrap_or(&[0; 8]));
             sector.extend_from_slice(s.get(8..4092).unwrap_or(&[]));
             sector.extend_from_slice(whole.get(d + 4..d + 8).unwrap_or(&[0; 4]));
@@ -269,7 +280,7 @@ pub(super) fn replay(
     let name = file.name().to_owned();
     let at = h.log_offset;
     let len = u64::from(h.log_length);
-    if len == 0 || len % MIB != 0 || at < MIB || at % MIB != 0 {
+    if len == 0 || !len.is_multiple_of(MIB) || at < MIB || !at.is_multiple_of(MIB) {
         return Err(corrupt(
             &name,
             S_LOG,
@@ -292,8 +303,8 @@ pub(super) fn replay(
     let log = read_vec(file.as_ref(), at, len, limits.max_table_bytes)?;
     let mut entries: HashMap<u64, Entry> = HashMap::new();
     let mut first_error = None;
-    for off in (0..len).step_by(SECTOR as usize) {
-        if log.get(off as usize..off as usize + 4) != Some(b"loge") {
+    for off in (0..len).step_by(SECTOR_BYTES) {
+        if log.get(us(off)..us(off).saturating_add(4)) != Some(b"loge") {
             continue;
         }
         match parse_entry(&log, off, &h.log_guid) {
