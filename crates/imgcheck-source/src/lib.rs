@@ -20,6 +20,8 @@
 mod decompress;
 mod error;
 mod file;
+#[cfg(feature = "http")]
+mod http;
 mod mem;
 mod slice;
 
@@ -28,6 +30,8 @@ pub use decompress::{
 };
 pub use error::SourceError;
 pub use file::FileSource;
+#[cfg(feature = "http")]
+pub use http::{HttpOptions, HttpSource, RemoteInfo};
 pub use mem::MemSource;
 pub use slice::SliceSource;
 
