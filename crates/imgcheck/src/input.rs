@@ -7,7 +7,8 @@ use imgcheck_disk::{
     Container, DependencyPolicy, Detected, Format, Limits, VirtualDisk, detect, unsupported,
 };
 use imgcheck_source::{
-    ByteSource, Bzip2Source, DecompressOptions, FileSource, GzipSource, ProgressFn, StreamInfo,
+    ByteSource, Bzip2Source, DecompressOptions, FileSource, GzipSource, HttpOptions, HttpSource,
+    ProgressFn, RemoteInfo, StreamInfo,
 };
 
 use crate::Error;
@@ -48,11 +49,21 @@ pub struct Input {
     /// For a compressed file: what the decompression pass learned (true
     /// uncompressed size, members, index size).
     pub stream: Option<StreamInfo>,
+    /// For an `http://` / `https://` location: what the server said (size,
+    /// whether `HEAD` works, which DigitalOcean's URL import needs).
+    pub remote: Option<RemoteInfo>,
 }
 
-/// Opens `location` (a path) as a virtual disk.
+/// Opens `location` (a path, or an `http://` / `https://` URL read with
+/// range requests) as a virtual disk.
 pub fn open(location: &str, options: &OpenOptions) -> Result<Input, Error> {
-    let source: Arc<dyn ByteSource> = Arc::new(FileSource::open(location)?);
+    let (source, remote): (Arc<dyn ByteSource>, _) = if is_url(location) {
+        let s = HttpSource::open(location, &HttpOptions::default())?;
+        let info = s.info().clone();
+        (Arc::new(s), Some(info))
+    } else {
+        (Arc::new(FileSource::open(location)?), None)
+    };
     let file_size = source.len();
     let allocated_size = source.allocated_size();
     let container = if options.format.is_none() {
@@ -92,7 +103,14 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Input, Error> {
         allocated_size,
         source,
         stream,
+        remote,
     })
+}
+
+/// Whether `location` is an http(s) URL rather than a path.
+fn is_url(location: &str) -> bool {
+    let head = location.get(..8).unwrap_or(location).to_ascii_lowercase();
+    head.starts_with("http://") || head.starts_with("https://")
 }
 
 /// Wraps a compressed file in its decompressing source and checks what is

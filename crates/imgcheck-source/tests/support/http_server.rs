@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -64,6 +64,8 @@ pub struct Server {
     pub port: u16,
     /// "METHOD /path range" per request received.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Response body bytes written (what a client downloaded).
+    pub body_bytes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
@@ -82,23 +84,25 @@ impl Server {
         let behaviour = Arc::new(behaviour);
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (l2, s2) = (log.clone(), stop.clone());
+        let body_bytes = Arc::new(AtomicU64::new(0));
+        let (l2, s2, c2) = (log.clone(), stop.clone(), body_bytes.clone());
         let handle = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (f, b, l) = (files.clone(), behaviour.clone(), l2.clone());
+                let (f, b, l, c) = (files.clone(), behaviour.clone(), l2.clone(), c2.clone());
                 std::thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                    let _ = serve_conn(conn, &f, &b, &l);
+                    let _ = serve_conn(conn, &f, &b, &l, &c);
                 });
             }
         });
         Server {
             port,
             log,
+            body_bytes,
             stop,
             handle: Some(handle),
         }
@@ -136,6 +140,7 @@ fn serve_conn(
     files: &HashMap<String, Content>,
     b: &Behaviour,
     log: &Mutex<Vec<String>>,
+    sent: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
@@ -253,16 +258,26 @@ fn serve_conn(
         out.write_all(head.as_bytes())?;
         let cut = take(&b.cut_body);
         let send_end = if cut { start + (end - start) / 2 } else { end };
-        write_body(&mut out, content, start, send_end)?;
+        write_body(&mut out, content, start, send_end, sent)?;
         if cut || close {
             return Ok(());
         }
     }
 }
 
-fn write_body(out: &mut TcpStream, c: &Content, start: u64, end: u64) -> std::io::Result<()> {
+fn write_body(
+    out: &mut TcpStream,
+    c: &Content,
+    start: u64,
+    end: u64,
+    sent: &AtomicU64,
+) -> std::io::Result<()> {
     match c {
-        Content::Mem(v) => out.write_all(&v[start as usize..end as usize]),
+        Content::Mem(v) => {
+            out.write_all(&v[start as usize..end as usize])?;
+            sent.fetch_add(end - start, Ordering::Relaxed);
+            Ok(())
+        }
         Content::File(p) => {
             let f = File::open(p)?;
             let mut buf = vec![0u8; 1 << 20];
@@ -271,6 +286,7 @@ fn write_body(out: &mut TcpStream, c: &Content, start: u64, end: u64) -> std::io
                 let n = ((end - pos) as usize).min(buf.len());
                 f.read_exact_at(&mut buf[..n], pos)?;
                 out.write_all(&buf[..n])?;
+                sent.fetch_add(n as u64, Ordering::Relaxed);
                 pos += n as u64;
             }
             Ok(())

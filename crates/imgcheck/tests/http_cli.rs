@@ -1,0 +1,118 @@
+//! `imgcheck info --json http://127.0.0.1:PORT/...` against a fixture served
+//! by a local test server: the same answers as for the local file, reading
+//! a small part of it. No internet: the server is on 127.0.0.1.
+
+mod common;
+#[path = "../../imgcheck-source/tests/support/http_server.rs"]
+mod http_server;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use http_server::{Behaviour, Content, Server};
+
+fn info_json(location: &str) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_imgcheck"))
+        .args(["info", "--json", location])
+        .output()
+        .expect("run imgcheck");
+    assert!(
+        out.status.success(),
+        "imgcheck info --json {location}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("info --json prints JSON")
+}
+
+fn serve(path: &Path, behaviour: Behaviour) -> (Server, String) {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("fixture name")
+        .to_owned();
+    let server = Server::start(
+        vec![(name.as_str(), Content::File(path.to_path_buf()))],
+        behaviour,
+    );
+    let url = server.url(&name);
+    (server, url)
+}
+
+/// qcow2 fixtures: a plain one if the manifest has it, and a gzip one.
+fn qcow2_fixtures() -> Vec<common::Fixture> {
+    let disks = common::fixtures("disk");
+    let plain = disks
+        .iter()
+        .find(|f| f.format == "qcow2" && f.path.extension().is_some_and(|e| e == "qcow2"));
+    let gz = disks
+        .iter()
+        .find(|f| f.format == "qcow2" && f.path.extension().is_some_and(|e| e == "gz"));
+    let v: Vec<common::Fixture> = plain.into_iter().chain(gz).cloned().collect();
+    assert!(
+        !v.is_empty(),
+        "manifest has no qcow2 disk fixture: run tools/gen-fixtures first"
+    );
+    v
+}
+
+#[test]
+fn info_over_http_matches_the_local_file() {
+    for f in qcow2_fixtures() {
+        let local = info_json(f.path.to_str().expect("utf-8 path"));
+        let (server, url) = serve(&f.path, Behaviour::default());
+        let remote = info_json(&url);
+        assert_eq!(
+            remote["virtual-size"],
+            local["virtual-size"],
+            "{}",
+            f.name()
+        );
+        assert_eq!(remote["format"], local["format"], "{}", f.name());
+        assert_eq!(remote["file-size"], local["file-size"], "{}", f.name());
+        let size = std::fs::metadata(&f.path).expect("fixture").len();
+        let sent = server.body_bytes.load(Ordering::Relaxed);
+        eprintln!("{}: {size} bytes, info over http fetched {sent}", f.name());
+        if f.path.extension().is_some_and(|e| e == "qcow2") && size > 8 << 20 {
+            assert!(sent < size / 4, "{}: fetched {sent} of {size}", f.name());
+        }
+    }
+}
+
+#[test]
+fn info_over_http_without_head_still_works() {
+    let f = qcow2_fixtures().remove(0);
+    let local = info_json(f.path.to_str().expect("utf-8 path"));
+    let (server, url) = serve(
+        &f.path,
+        Behaviour {
+            refuse_head: true,
+            ..Default::default()
+        },
+    );
+    let remote = info_json(&url);
+    assert_eq!(remote["virtual-size"], local["virtual-size"]);
+    assert!(
+        server.requests().iter().any(|l| l.contains("bytes=0-0")),
+        "{:?}",
+        server.requests()
+    );
+}
+
+#[test]
+fn unreachable_url_is_an_error_naming_it() {
+    // A port nobody listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/x.qcow2");
+    let out = Command::new(env!("CARGO_BIN_EXE_imgcheck"))
+        .args(["info", "--json", &url])
+        .output()
+        .expect("run imgcheck");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&url), "{err}");
+}
