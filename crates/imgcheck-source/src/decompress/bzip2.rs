@@ -10,8 +10,8 @@
 //!    byte padding, next stream);
 //! 3. decodes every block on its own, in parallel with rayon, by handing
 //!    libbz2 (`bzip2` crate, pure-Rust libbz2-rs backend) a synthetic stream:
-//!    `BZh9` + the block's bits re-aligned to a byte + an end-of-stream magic
-//!    + a stream CRC equal to the block's CRC. libbz2 then verifies the block
+//!    `BZh9`, the block's bits re-aligned to a byte, an end-of-stream magic
+//!    and a stream CRC equal to the block's CRC. libbz2 then verifies the block
 //!    CRC for us; the stream CRCs are combined from the block CRCs and
 //!    compared with each end-of-stream record.
 //!
@@ -107,8 +107,7 @@ fn scan(src: &dyn ByteSource, max: usize) -> Result<Vec<Magic>, SourceError> {
                 if i < 5 {
                     continue;
                 }
-                // Cheap pre-check: every alignment of either magic has one
-                // of these bytes in the top... just test the 8 shifts.
+                // Test the 8 bit alignments of a 48-bit window ending here.
                 let end_bit = (from + i as u64 + 1) * 8;
                 for s in 0..8u64 {
                     if i == 5 && s > 0 {
