@@ -60,7 +60,7 @@ pub(super) fn read(img: &Qcow2Image, guest_offset: u64, buf: &mut [u8]) -> Resul
             let data = match hit {
                 Some(d) => d,
                 None => {
-                    let mut v = vec![0u8; n.max(1).max(cs as usize)];
+                    let mut v = vec![0u8; usize::try_from(cs).unwrap_or(n)];
                     decode_cluster(img, pos - within, &mut v)?;
                     let d: Decoded = Arc::new(v);
                     img.decoded
@@ -70,7 +70,7 @@ pub(super) fn read(img: &Qcow2Image, guest_offset: u64, buf: &mut [u8]) -> Resul
                     d
                 }
             };
-            let w = within as usize;
+            let w = usize_of(within);
             match data.get(w..w + n) {
                 Some(s) => dst.copy_from_slice(s),
                 None => {
@@ -119,22 +119,27 @@ fn decode_cluster(img: &Qcow2Image, cluster_pos: u64, out: &mut [u8]) -> Result<
     }
 }
 
+/// A byte count that is bounded by a buffer length, as usize.
+fn usize_of(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
 /// Raw deflate until `out` is full.
 fn inflate(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     let mut d = Decompress::new(false);
     loop {
-        let (i, o) = (d.total_in() as usize, d.total_out() as usize);
+        let (i, o) = (usize_of(d.total_in()), usize_of(d.total_out()));
         let (Some(src), Some(dst)) = (input.get(i..), out.get_mut(o..)) else {
             return Err("deflate decoder overran its buffers".into());
         };
         let st = d
             .decompress(src, dst, FlushDecompress::Finish)
             .map_err(|e| format!("deflate data is invalid: {e}"))?;
-        let produced = d.total_out() as usize;
+        let produced = usize_of(d.total_out());
         if produced >= out.len() {
             return Ok(());
         }
-        let progressed = d.total_in() as usize != i || produced != o;
+        let progressed = usize_of(d.total_in()) != i || produced != o;
         match st {
             Status::StreamEnd => {
                 return Err(format!(
@@ -179,10 +184,7 @@ fn unzstd(mut input: &[u8], out: &mut [u8]) -> Result<(), String> {
             }
             Err(e) => return Err(format!("zstd frame header is invalid: {e}")),
         };
-        loop {
-            let Some(dst) = out.get_mut(filled..) else {
-                break;
-            };
+        while let Some(dst) = out.get_mut(filled..) {
             if dst.is_empty() {
                 break;
             }

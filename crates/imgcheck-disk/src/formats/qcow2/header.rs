@@ -41,7 +41,6 @@ pub(super) const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
 pub(super) const AUTOCLEAR_DATA_FILE_RAW: u64 = 1 << 1;
 
 const EXT_END: u32 = 0;
-const EXT_BACKING_FORMAT: u32 = 0xE279_2ACA;
 const EXT_FEATURE_TABLE: u32 = 0x6803_F857;
 const EXT_DATA_FILE: u32 = 0x4441_5441;
 
@@ -68,11 +67,9 @@ pub(super) struct Header {
     pub l1_offset: u64,
     pub incompatible: u64,
     pub compatible: u64,
-    pub autoclear: u64,
     pub refcount_order: u32,
     pub compression: Compression,
     pub backing_file: Option<String>,
-    pub backing_format: Option<String>,
     pub data_file: Option<String>,
 }
 
@@ -126,7 +123,14 @@ impl Cluster0<'_> {
                 )
             })?;
         // Both fit in usize: stop <= end <= 2 MiB.
-        let (a, b) = (off as usize, stop as usize);
+        let (Ok(a), Ok(b)) = (usize::try_from(off), usize::try_from(stop)) else {
+            return Err(corrupt(
+                self.src.name(),
+                structure,
+                off,
+                "offset out of range",
+            ));
+        };
         if let Some(s) = self.prefix.get(a..b) {
             return Ok(s.to_vec());
         }
@@ -136,10 +140,10 @@ impl Cluster0<'_> {
     }
 }
 
-/// What the header extensions say.
+/// What the header extensions say (the backing format name, 0xe2792aca,
+/// is not needed: the backing file is never opened).
 #[derive(Debug, Default)]
 struct Extensions {
-    backing_format: Option<String>,
     data_file: Option<String>,
     /// (type, bit, name) from the feature name table.
     features: Vec<(u8, u8, String)>,
@@ -177,9 +181,6 @@ fn extensions(c0: &Cluster0<'_>, start: u64, end: u64) -> Result<Extensions, Dis
         }
         match ty {
             EXT_END => break,
-            EXT_BACKING_FORMAT => {
-                ext.backing_format = Some(text(&c0.bytes(data_at, len, STRUCT_EXT)?));
-            }
             EXT_DATA_FILE => ext.data_file = Some(text(&c0.bytes(data_at, len, STRUCT_EXT)?)),
             EXT_FEATURE_TABLE => {
                 let t = c0.bytes(data_at, len, STRUCT_EXT)?;
@@ -269,7 +270,7 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             u64::from(be32(h, 100)),
         )
     };
-    if version == 3 && (header_length < 104 || header_length % 8 != 0) {
+    if version == 3 && (header_length < 104 || !header_length.is_multiple_of(8)) {
         return Err(bad(
             100,
             format!("header_length is {header_length}; v3 needs at least 104 and a multiple of 8"),
@@ -408,7 +409,7 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             MAX_SNAPSHOTS,
         ));
     }
-    if snapshots_offset % cs != 0 {
+    if !snapshots_offset.is_multiple_of(cs) {
         return Err(bad(
             64,
             format!("snapshot table offset {snapshots_offset} is not cluster aligned"),
@@ -498,11 +499,9 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
         l1_offset,
         incompatible,
         compatible,
-        autoclear,
         refcount_order,
         compression,
         backing_file,
-        backing_format: exts.backing_format,
         data_file: exts.data_file,
     })
 }
@@ -517,7 +516,7 @@ fn check_table(
     offset: u64,
     bytes: u64,
 ) -> Result<(), DiskError> {
-    if offset % cs != 0 {
+    if !offset.is_multiple_of(cs) {
         return Err(corrupt(
             name,
             STRUCT_HEADER,

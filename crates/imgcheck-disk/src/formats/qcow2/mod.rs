@@ -111,16 +111,15 @@ impl<T: Clone> Lru<T> {
             *e = (key, self.tick, v);
             return;
         }
-        if self.items.len() >= self.cap {
-            if let Some(i) = self
+        if self.items.len() >= self.cap
+            && let Some(i) = self
                 .items
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, (_, t, _))| *t)
                 .map(|(i, _)| i)
-            {
-                self.items.swap_remove(i);
-            }
+        {
+            self.items.swap_remove(i);
         }
         self.items.push((key, self.tick, v));
     }
@@ -177,10 +176,9 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
     if let Some(b) = &h.backing_file {
         info.backing_file = Some(b.clone());
         info.external_refs.push(ExternalRef {
-            kind: match &h.backing_format {
-                Some(f) => format!("backing file ({f})"),
-                None => "backing file".into(),
-            },
+            // The same kind every format uses; the backing format name
+            // (extension 0xe2792aca) is parsed but not needed to read.
+            kind: "backing file".into(),
             name: b.clone(),
             opened: false,
         });
@@ -209,7 +207,6 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
         );
         fs.insert("extended-l2".into(), json!(h.extended_l2()));
     }
-    let _ = h.autoclear;
 
     let extended = h.extended_l2();
     Ok(Arc::new(Qcow2Image {
@@ -259,7 +256,7 @@ impl Qcow2Image {
             return Ok(None);
         }
         let cs = self.cluster_size();
-        if off % cs != 0 {
+        if !off.is_multiple_of(cs) {
             return Err(corrupt(
                 self.name(),
                 STRUCT_L1,
@@ -334,7 +331,7 @@ impl Qcow2Image {
             return Err(bad("reserved bits are set".into()));
         }
         let host = e & L2_OFFSET_MASK;
-        if host % cs != 0 {
+        if !host.is_multiple_of(cs) {
             return Err(bad(format!("host offset {host:#x} is not cluster aligned")));
         }
         // Guest bytes of this cluster that exist (the last cluster may be
