@@ -1,4 +1,12 @@
 //! Output files that appear only when complete.
+//!
+//! The data goes to `.NAME.imgcheck-PID.part` in the target's directory
+//! (same filesystem, so the final step is a rename, never a copy). On
+//! commit the file is fsynced first, so a crash right after the rename
+//! cannot leave a finished-looking file with missing data. Without
+//! `force`, the final step is a hard link (fails if the target appeared
+//! meanwhile, unlike rename which would silently replace it) followed by
+//! removing the temporary name.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -10,6 +18,7 @@ use crate::ConvertError;
 /// temporary file is removed.
 #[derive(Debug)]
 pub struct AtomicOutput {
+    force: bool,
     target: PathBuf,
     temp: PathBuf,
     file: Option<File>,
@@ -42,6 +51,7 @@ impl AtomicOutput {
                 source,
             })?;
         Ok(Self {
+            force,
             target: target.to_path_buf(),
             temp,
             file: Some(file),
@@ -63,7 +73,8 @@ impl AtomicOutput {
         &self.temp
     }
 
-    /// Flushes and renames the file into place.
+    /// Flushes, syncs and moves the file into place (without replacing a
+    /// file that appeared meanwhile unless `force`).
     pub fn commit(mut self) -> Result<(), ConvertError> {
         let file = self.file.take().expect("commit runs once");
         let werr = |source| ConvertError::Write {
@@ -72,8 +83,23 @@ impl AtomicOutput {
         };
         file.sync_all().map_err(werr)?;
         drop(file);
-        std::fs::rename(&self.temp, &self.target).map_err(werr)?;
-        Ok(())
+        if self.force {
+            std::fs::rename(&self.temp, &self.target).map_err(werr)?;
+            return Ok(());
+        }
+        match std::fs::hard_link(&self.temp, &self.target) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&self.temp);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&self.temp);
+                Err(ConvertError::Exists(self.target.clone()))
+            }
+            // Filesystems without hard links: the create-time check is the
+            // best we can do.
+            Err(_) => std::fs::rename(&self.temp, &self.target).map_err(werr),
+        }
     }
 }
 
@@ -82,5 +108,39 @@ impl Drop for AtomicOutput {
         if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn commit_does_not_clobber_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("out.img");
+        let mut o = AtomicOutput::create(&t, false).unwrap();
+        // Someone else creates the target while we write.
+        std::fs::write(&t, b"theirs").unwrap();
+        o.file.as_mut().unwrap().write_all(b"ours").unwrap();
+        assert!(matches!(o.commit(), Err(ConvertError::Exists(_))));
+        assert_eq!(std::fs::read(&t).unwrap(), b"theirs");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let mut o = AtomicOutput::create(&t, true).unwrap();
+        o.file.as_mut().unwrap().write_all(b"ours").unwrap();
+        o.commit().unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"ours");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn drop_removes_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = AtomicOutput::create(&dir.path().join("x"), false).unwrap();
+        assert!(o.temp_path().exists());
+        drop(o);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
