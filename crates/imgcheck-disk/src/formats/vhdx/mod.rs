@@ -730,6 +730,27 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
                         ),
                     ));
                 }
+                // A block over the BAT, the metadata or the log would
+                // read the image's own tables as guest data (qemu refuses
+                // these too).
+                // The log fields are unchecked when the log is empty: saturate.
+                let overlaps =
+                    |r: Region| host < r.offset.saturating_add(r.length) && r.offset < host + used;
+                let log = Region {
+                    offset: header.log_offset,
+                    length: u64::from(header.log_length),
+                };
+                if let Some(what) = [(bat_region, "BAT"), (meta_region, "metadata"), (log, "log")]
+                    .into_iter()
+                    .find_map(|(r, what)| overlaps(r).then_some(what))
+                {
+                    return Err(corrupt(
+                        name,
+                        S_BAT,
+                        eat,
+                        format!("block {b} at file offset {host} overlaps the {what} region"),
+                    ));
+                }
                 allocated += 1;
             }
             _ => {

@@ -417,6 +417,8 @@ fn bad_bat_entries_are_corrupt() {
         (4u64, "payload state 4"),
         (7 | (1 << 20), "PARTIALLY_PRESENT"),
         (6 | (4096 << 20), "outside the file"),
+        (6 | bat.offset, "overlaps the BAT"),
+        (6 | (1 << 20), "overlaps the log"),
     ] {
         let mut b = b0.clone();
         put64(&mut b, at + 8, v);
