@@ -488,7 +488,9 @@ mod tests {
     /// Sync-flushed blocks with dictionaries concatenate into one stream.
     #[test]
     fn blocks_concatenate() {
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251 ^ i / 7) as u8).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .map(|i| ((i % 251) ^ (i / 7)) as u8)
+            .collect();
         let mut c = Compress::new(Compression::new(6), false);
         let mut all = Vec::new();
         let mut o = Vec::new();

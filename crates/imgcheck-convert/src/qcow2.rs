@@ -315,14 +315,13 @@ fn write(
                 flush_l2(&mut body, &mut l1, &mut l2, l2_region, &mut l2_used)?;
                 l2_region = region;
             }
-            if *has_data {
-                if let Some(buf) = &chunk.buf {
-                    let from = k * CLUSTER as usize;
-                    let to = (from + CLUSTER as usize).min(buf.len());
-                    let host = body.append(&buf[from..to])?;
-                    l2[(guest_cluster % L2_ENTRIES) as usize] = host | COPIED;
-                    l2_used = true;
-                }
+            // `data` is only ever true for a chunk that was read.
+            if let (true, Some(buf)) = (*has_data, &chunk.buf) {
+                let from = k * CLUSTER as usize;
+                let to = (from + CLUSTER as usize).min(buf.len());
+                let host = body.append(&buf[from..to])?;
+                l2[(guest_cluster % L2_ENTRIES) as usize] = host | COPIED;
+                l2_used = true;
             }
             guest_cluster += 1;
         }
