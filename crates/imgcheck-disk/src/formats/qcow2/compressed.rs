@@ -159,11 +159,35 @@ fn inflate(input: &[u8], out: &mut [u8]) -> Result<(), String> {
 }
 
 /// zstd frames until `out` is full.
-fn unzstd(mut input: &[u8], out: &mut [u8]) -> Result<(), String> {
+fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), String> {
+    use ruzstd::decoding::FrameDecoder;
+    use std::cell::RefCell;
+
+    thread_local! {
+        // One decoder per thread, reused: setting one up allocates its
+        // buffers, which costs as much as decoding a small cluster.
+        static DECODER: RefCell<FrameDecoder> = RefCell::new({
+            let mut d = FrameDecoder::new();
+            d.set_max_window_size(MAX_ZSTD_WINDOW);
+            d
+        });
+    }
+    DECODER.with(|d| match d.try_borrow_mut() {
+        Ok(mut d) => unzstd_with(&mut d, input, out),
+        Err(_) => unzstd_with(&mut FrameDecoder::new(), input, out),
+    })
+}
+
+fn unzstd_with(
+    decoder: &mut ruzstd::decoding::FrameDecoder,
+    mut input: &[u8],
+    out: &mut [u8],
+) -> Result<(), String> {
     use ruzstd::decoding::StreamingDecoder;
     use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
     use std::io::Read;
 
+    decoder.set_max_window_size(MAX_ZSTD_WINDOW);
     let mut filled = 0usize;
     while filled < out.len() {
         if input.is_empty() {
@@ -172,8 +196,7 @@ fn unzstd(mut input: &[u8], out: &mut [u8]) -> Result<(), String> {
                 out.len()
             ));
         }
-        let mut dec = match StreamingDecoder::new_with_max_window_size(&mut input, MAX_ZSTD_WINDOW)
-        {
+        let mut dec = match StreamingDecoder::new_with_decoder(&mut input, &mut *decoder) {
             Ok(d) => d,
             Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
                 length,
