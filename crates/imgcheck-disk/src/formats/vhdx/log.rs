@@ -21,9 +21,13 @@
 //! descriptors write zeros, and the file is extended to LastFileOffset.
 //! No valid sequence is an error: the file cannot be read safely.
 //!
-//! Memory: the log itself is read whole, bounded by
+//! Memory and time: the log itself is read whole, bounded by
 //! `Limits::max_table_bytes` before reading; the overlay holds at most the
-//! log's data sectors plus one record per zero descriptor.
+//! log's data sectors plus one record per zero descriptor. The scan jumps
+//! over valid entries and checksums at most four times the log's length
+//! (damaged entries claiming huge lengths at every 4 KiB would otherwise
+//! cost quadratic time); runs of consecutive entries are found in one
+//! pass, so choosing the head is linear too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -169,6 +173,9 @@ enum Op {
     Data { offset: u64, sector: Vec<u8> },
 }
 
+/// Why [`parse_entry`] stopped: the scan checksummed more than its budget.
+const OVER_BUDGET: &str = "over budget";
+
 /// `len` bytes of the circular log from `off`.
 fn circ(log: &[u8], off: u64, len: u64) -> Option<Vec<u8>> {
     let n = log.len() as u64;
@@ -182,7 +189,7 @@ fn circ(log: &[u8], off: u64, len: u64) -> Option<Vec<u8>> {
 }
 
 /// The entry at `off` if it is valid, or why not.
-fn parse_entry(log: &[u8], off: u64, guid: &Guid) -> Result<Entry, String> {
+fn parse_entry(log: &[u8], off: u64, guid: &Guid, budget: &mut u64) -> Result<Entry, String> {
     let n = log.len() as u64;
     let head = circ(log, off, SECTOR).ok_or("outside the log")?;
     if head.get(..4) != Some(b"loge") {
@@ -206,6 +213,10 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid) -> Result<Entry, String> {
     if desc_sectors * SECTOR > length {
         return Err(format!("{count} descriptors do not fit in {length} bytes"));
     }
+    if *budget < length {
+        return Err(OVER_BUDGET.into());
+    }
+    *budget -= length;
     let whole = circ(log, off, length).ok_or("entry does not fit")?;
     if checksum(&whole) != le32(&whole, 4) {
         return Err("CRC-32C mismatch".into());
@@ -303,47 +314,73 @@ pub(super) fn replay(
     let log = read_vec(file.as_ref(), at, len, limits.max_table_bytes)?;
     let mut entries: HashMap<u64, Entry> = HashMap::new();
     let mut first_error = None;
-    for off in (0..len).step_by(SECTOR_BYTES) {
+    // Checking an entry costs its length (copy and CRC). A hostile log can
+    // claim a full-length entry at every 4 KiB step, which would cost
+    // length² / 4 KiB, so the bytes checked are capped at a few times the
+    // log: a real log checks each byte about once, because the scan jumps
+    // over every valid entry.
+    let mut budget = len.saturating_mul(4);
+    let mut off = 0;
+    while off < len {
         if log.get(us(off)..us(off).saturating_add(4)) != Some(b"loge") {
+            off += SECTOR;
             continue;
         }
-        match parse_entry(&log, off, &h.log_guid) {
+        match parse_entry(&log, off, &h.log_guid, &mut budget) {
             Ok(e) => {
+                let next = off + e.length;
                 entries.insert(off, e);
+                off = next;
+            }
+            Err(why) if why == OVER_BUDGET => {
+                return Err(corrupt(
+                    &name,
+                    S_LOG,
+                    at + off,
+                    "the log needs replay, but too many damaged entries claim large sizes to check them all; refusing to read possibly stale data",
+                ));
             }
             Err(why) => {
                 first_error.get_or_insert(format!("entry at log offset {off}: {why}"));
+                off += SECTOR;
             }
         }
     }
-    // The best head: walk from its tail to it through consecutive entries.
+    // Runs: entries that follow each other in the log with sequence
+    // numbers increasing by one. A sequence from tail T to head H is valid
+    // exactly when T is in H's run at or before H, so one pass over the
+    // runs decides every head (a run cannot close on itself: its numbers
+    // only grow).
+    let follows = |off: u64| -> Option<u64> {
+        let e = entries.get(&off)?;
+        let next = (off + e.length) % len;
+        let n = entries.get(&next)?;
+        (e.sequence.checked_add(1) == Some(n.sequence)).then_some(next)
+    };
+    let has_pred: std::collections::HashSet<u64> =
+        entries.keys().filter_map(|&o| follows(o)).collect();
     let mut best: Option<(u64, Vec<u64>)> = None;
-    for (&head_off, head) in &entries {
-        if best.as_ref().is_some_and(|(s, _)| *s >= head.sequence) {
-            continue;
+    for &start in entries.keys().filter(|o| !has_pred.contains(o)) {
+        let mut run = vec![start];
+        let mut cur = start;
+        while let Some(next) = follows(cur) {
+            if run.len() > entries.len() {
+                break;
+            }
+            run.push(next);
+            cur = next;
         }
-        let mut chain = Vec::new();
-        let mut cur = head.tail;
-        let mut prev_seq: Option<u64> = None;
-        let ok = loop {
-            let Some(e) = entries.get(&cur) else {
-                break false;
+        let index: HashMap<u64, usize> = run.iter().enumerate().map(|(i, &o)| (o, i)).collect();
+        for (i, off) in run.iter().enumerate() {
+            let Some(head) = entries.get(off) else {
+                continue;
             };
-            if prev_seq.is_some_and(|p| p.checked_add(1) != Some(e.sequence)) {
-                break false;
+            if best.as_ref().is_some_and(|(s, _)| *s >= head.sequence) {
+                continue;
             }
-            prev_seq = Some(e.sequence);
-            chain.push(cur);
-            if cur == head_off {
-                break true;
+            if let Some(&t) = index.get(&head.tail).filter(|&&t| t <= i) {
+                best = Some((head.sequence, run.get(t..=i).unwrap_or(&[]).to_vec()));
             }
-            if chain.len() > entries.len() {
-                break false;
-            }
-            cur = (cur + e.length) % len;
-        };
-        if ok {
-            best = Some((head.sequence, chain));
         }
     }
     let Some((_, chain)) = best else {

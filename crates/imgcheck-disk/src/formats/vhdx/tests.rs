@@ -577,6 +577,19 @@ fn corrupt_log_is_an_error() {
     }
     fix_headers(&mut b);
     assert!(open_mem(b).unwrap_err().to_string().contains("log GUID"));
+    // Every 4 KiB of the log claims a whole-log entry with a bad CRC:
+    // refused after a bounded amount of checking, not after len² work.
+    let mut b = img.bytes.clone();
+    let (at, len) = (h.log_offset as usize, h.log_length as usize);
+    for o in (at..at + len).step_by(4096) {
+        b[o..o + 4].copy_from_slice(b"loge");
+        put32(&mut b, o + 8, len as u32);
+        b[o + 32..o + 48].copy_from_slice(&h.log_guid);
+    }
+    let started = std::time::Instant::now();
+    let s = open_mem(b).unwrap_err().to_string();
+    assert!(s.contains("too many damaged entries"), "{s}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // A tail that names no entry: the sequence is incomplete.
     let mut b = img.bytes.clone();
     let at = h.log_offset as usize;
