@@ -16,9 +16,20 @@ use common::{Fixture, fixtures, imgcheck, sha256_file};
 use imgcheck::source::{ByteSource, FileSource, SourceError};
 use proptest::prelude::*;
 
+/// Opens a fixture once per test process: a compressed fixture's open is a
+/// full decoding pass, which the many random-read cases should not repeat.
 fn open(f: &Fixture) -> imgcheck::Input {
-    imgcheck::open(f.path.to_str().unwrap(), &Default::default())
-        .unwrap_or_else(|e| panic!("{}: open failed: {e}", f.name()))
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static OPENED: OnceLock<Mutex<HashMap<std::path::PathBuf, imgcheck::Input>>> = OnceLock::new();
+    let cache = OPENED.get_or_init(Default::default);
+    if let Some(i) = cache.lock().unwrap().get(&f.path) {
+        return i.clone();
+    }
+    let input = imgcheck::open(f.path.to_str().unwrap(), &Default::default())
+        .unwrap_or_else(|e| panic!("{}: open failed: {e}", f.name()));
+    cache.lock().unwrap().insert(f.path.clone(), input.clone());
+    input
 }
 
 #[test]
@@ -27,31 +38,61 @@ fn info_matches_qemu_img() {
     for f in fixtures("disk") {
         let out = imgcheck(&["info", "--json", f.path.to_str().unwrap()]);
         if !out.status.success() {
-            failures.push(format!("{}: exit {:?}: {}", f.name(), out.status.code(), String::from_utf8_lossy(&out.stderr)));
+            failures.push(format!(
+                "{}: exit {:?}: {}",
+                f.name(),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
             continue;
         }
-        let ours: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info --json is JSON");
-        let qemu = f.qemu_info().unwrap_or_else(|| panic!("{}: qemu-info.json missing", f.name()));
+        let ours: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("info --json is JSON");
+        let qemu = f
+            .qemu_info()
+            .unwrap_or_else(|| panic!("{}: qemu-info.json missing", f.name()));
         if ours["format"] != serde_json::json!(f.format) {
-            failures.push(format!("{}: format {} != {}", f.name(), ours["format"], f.format));
+            failures.push(format!(
+                "{}: format {} != {}",
+                f.name(),
+                ours["format"],
+                f.format
+            ));
         }
         if ours["virtual-size"] != qemu["virtual-size"] {
-            failures.push(format!("{}: virtual-size {} != qemu {}", f.name(), ours["virtual-size"], qemu["virtual-size"]));
+            failures.push(format!(
+                "{}: virtual-size {} != qemu {}",
+                f.name(),
+                ours["virtual-size"],
+                qemu["virtual-size"]
+            ));
         }
         for key in ["cluster-size", "backing-filename"] {
             if qemu.get(key).is_some() && ours.get(key) != qemu.get(key) {
-                failures.push(format!("{}: {key} {:?} != qemu {:?}", f.name(), ours.get(key), qemu.get(key)));
+                failures.push(format!(
+                    "{}: {key} {:?} != qemu {:?}",
+                    f.name(),
+                    ours.get(key),
+                    qemu.get(key)
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn guest_bytes_equal_qemu_img_convert() {
     let mut failures = Vec::new();
     for f in fixtures("disk") {
-        let Some(reference) = &f.reference else { continue };
+        let Some(reference) = &f.reference else {
+            continue;
+        };
         let input = match imgcheck::open(f.path.to_str().unwrap(), &Default::default()) {
             Ok(i) => i,
             Err(e) => {
@@ -83,23 +124,44 @@ fn guest_bytes_equal_qemu_img_convert() {
             }
         };
         if got != want {
-            failures.push(format!("{}: library read sha256 {got} != qemu-img {want}", f.name()));
+            failures.push(format!(
+                "{}: library read sha256 {got} != qemu-img {want}",
+                f.name()
+            ));
             continue;
         }
         // And through `imgcheck convert -O raw`.
         let dir = tempfile::tempdir().unwrap();
         let out_path = dir.path().join("out.raw");
-        let out = imgcheck(&["convert", "-O", "raw", f.path.to_str().unwrap(), out_path.to_str().unwrap()]);
+        let out = imgcheck(&[
+            "convert",
+            "-O",
+            "raw",
+            f.path.to_str().unwrap(),
+            out_path.to_str().unwrap(),
+        ]);
         if !out.status.success() {
-            failures.push(format!("{}: convert failed: {}", f.name(), String::from_utf8_lossy(&out.stderr)));
+            failures.push(format!(
+                "{}: convert failed: {}",
+                f.name(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
             continue;
         }
         let got = sha256_file(&out_path);
         if got != want {
-            failures.push(format!("{}: convert -O raw sha256 {got} != qemu-img {want}", f.name()));
+            failures.push(format!(
+                "{}: convert -O raw sha256 {got} != qemu-img {want}",
+                f.name()
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 proptest! {
