@@ -27,16 +27,31 @@ fn patch(path: &Path, offset: u64, bytes: &[u8]) {
 fn assert_one_line_error(args: &[&str], file: &Path, must_contain: &str) {
     let out = imgcheck(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: expected exit 2, stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: expected exit 2, stderr: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
-    assert!(!lines.is_empty() && lines.len() <= 2, "{args:?}: expected one error line and a hint, got:\n{stderr}");
-    assert!(lines[0].starts_with("imgcheck: error: "), "{stderr}");
-    assert!(lines[0].contains(file.file_name().unwrap().to_str().unwrap()), "error must name the file: {stderr}");
     assert!(
-        lines[0].to_lowercase().contains(&must_contain.to_lowercase()),
+        !lines.is_empty() && lines.len() <= 2,
+        "{args:?}: expected one error line and a hint, got:\n{stderr}"
+    );
+    assert!(lines[0].starts_with("imgcheck: error: "), "{stderr}");
+    assert!(
+        lines[0].contains(file.file_name().unwrap().to_str().unwrap()),
+        "error must name the file: {stderr}"
+    );
+    assert!(
+        lines[0]
+            .to_lowercase()
+            .contains(&must_contain.to_lowercase()),
         "{args:?}: error should mention {must_contain:?}: {stderr}"
     );
-    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
 }
 
 fn make_qcow2(dir: &Path) -> std::path::PathBuf {
@@ -86,7 +101,11 @@ fn missing_file_and_directory() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("nope.img");
     assert_one_line_error(&["info", p.to_str().unwrap()], &p, "cannot open");
-    assert_one_line_error(&["info", dir.path().to_str().unwrap()], dir.path(), "directory");
+    assert_one_line_error(
+        &["info", dir.path().to_str().unwrap()],
+        dir.path(),
+        "directory",
+    );
 }
 
 #[test]

@@ -23,7 +23,11 @@ pub struct Fixture {
 impl Fixture {
     /// Short name for messages.
     pub fn name(&self) -> String {
-        self.path.strip_prefix(fixtures_dir()).unwrap_or(&self.path).display().to_string()
+        self.path
+            .strip_prefix(fixtures_dir())
+            .unwrap_or(&self.path)
+            .display()
+            .to_string()
     }
 
     /// qemu-img's `info --output=json` recorded next to the image.
@@ -45,7 +49,10 @@ pub fn fixtures_dir() -> PathBuf {
 pub fn manifest() -> Vec<Fixture> {
     let dir = fixtures_dir();
     let text = std::fs::read_to_string(dir.join("manifest.tsv")).unwrap_or_else(|e| {
-        panic!("{}/manifest.tsv: {e}: run tools/gen-fixtures first (tools/test does)", dir.display())
+        panic!(
+            "{}/manifest.tsv: {e}: run tools/gen-fixtures first (tools/test does)",
+            dir.display()
+        )
     });
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -73,7 +80,10 @@ pub fn fixtures(kind: &str) -> Vec<Fixture> {
 
 /// Runs the imgcheck binary.
 pub fn imgcheck(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgcheck")).args(args).output().expect("run imgcheck")
+    Command::new(env!("CARGO_BIN_EXE_imgcheck"))
+        .args(args)
+        .output()
+        .expect("run imgcheck")
 }
 
 /// SHA-256 of a file, streamed.
