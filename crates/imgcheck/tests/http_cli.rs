@@ -116,3 +116,39 @@ fn unreachable_url_is_an_error_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&url), "{err}");
 }
+
+/// The URL bench row: how much of a remote image `info` and `check` fetch.
+/// `IMGCHECK_HTTP_BENCH=/path/to/big.qcow2 cargo test -p imgcheck --test
+/// http_cli -- --ignored --nocapture`. Prints the bytes the server sent
+/// (what crossed the wire, including read-ahead a command did not use).
+#[test]
+#[ignore = "needs IMGCHECK_HTTP_BENCH=<image>; measurement, not a check"]
+fn url_bench_bytes_fetched() {
+    let Some(path) = std::env::var_os("IMGCHECK_HTTP_BENCH") else {
+        panic!("set IMGCHECK_HTTP_BENCH to a local image to serve");
+    };
+    let path = Path::new(&path);
+    let size = std::fs::metadata(path).expect("bench image").len();
+    for cmd in [&["info", "--json"][..], &["check", "--json"][..]] {
+        let (server, url) = serve(path, Behaviour::default());
+        let t = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_imgcheck"))
+            .args(cmd)
+            .arg(&url)
+            .output()
+            .expect("run imgcheck");
+        let elapsed = t.elapsed();
+        let sent = server.body_bytes.load(Ordering::Relaxed);
+        let requests = server.requests().len();
+        eprintln!(
+            "imgcheck {} URL: exit {}, {sent} of {size} bytes ({:.3}%), {requests} requests, {elapsed:?}",
+            cmd[0],
+            out.status,
+            100.0 * sent as f64 / size as f64
+        );
+        if cmd[0] == "check" {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            eprintln!("  check stats: {}", v["stats"]);
+        }
+    }
+}
