@@ -865,9 +865,12 @@ impl VhdxImage {
         let want = max_len.min(block_end - off);
         // Read the bitmap bits for up to 32768 sectors from here.
         let first_byte = sector / 8;
+        // Never past the 1 MiB bitmap (sector < 2^23, so first_byte < 1 MiB).
         let nbytes = (want.div_ceil(self.logical_sector) + 8)
             .div_ceil(8)
-            .min(4096);
+            .min(4096)
+            .min(MIB.saturating_sub(first_byte))
+            .max(1);
         let bm_at = block_host(sb) + first_byte;
         let bits = read_vec(self.file.as_ref(), bm_at, nbytes, 4096)?;
         let bit = |s: u64| -> bool {
