@@ -13,6 +13,7 @@ pub fn open_options(a: &OpenArgs) -> imgcheck::OpenOptions {
     imgcheck::OpenOptions {
         format: a.format,
         allow_external: a.allow_external,
+        progress: super::output::decompress_progress(),
         ..Default::default()
     }
 }

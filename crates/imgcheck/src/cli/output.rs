@@ -45,3 +45,19 @@ pub fn progress_bar(total: u64, quiet: bool, what: &str) -> indicatif::ProgressB
     pb.set_message(what.to_owned());
     pb
 }
+
+/// A progress bar for the one streaming pass over a compressed image, on a
+/// terminal only; cleared when the pass ends.
+pub fn decompress_progress() -> Option<imgcheck::source::ProgressFn> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = progress_bar(0, false, "decompressing");
+    Some(imgcheck::source::ProgressFn::new(move |p| {
+        pb.set_length(p.compressed_total);
+        pb.set_position(p.compressed_done);
+        if p.compressed_done >= p.compressed_total {
+            pb.finish_and_clear();
+        }
+    }))
+}
