@@ -2,7 +2,7 @@
 //! image format.
 //!
 //! Layout (qemu `docs/interop/qcow2.txt`): a header in cluster 0
-//! ([`header`]), a contiguous L1 table of u64 entries naming L2 tables, and
+//! (`header.rs`), a contiguous L1 table of u64 entries naming L2 tables, and
 //! one-cluster L2 tables whose entries say where each guest cluster lives:
 //! a host cluster (standard), compressed bytes somewhere in the file, "reads
 //! as zeros" (v3 zero flag, possibly with a preallocated host cluster), or
@@ -12,11 +12,11 @@
 //!
 //! This module owns the L1/L2 walk ([`Qcow2Image::map`], which merges
 //! neighbouring clusters of one kind into long runs so conversion does few
-//! large reads) and compressed clusters ([`compressed`]). It does not read
+//! large reads) and compressed clusters (`compressed.rs`). It does not read
 //! refcounts or snapshots: neither changes what the guest sees.
 //!
 //! Bounds, all checked before use: the header against qemu's limits (see
-//! [`header`]); the L1 table is read whole at open, at most
+//! `header.rs`); the L1 table is read whole at open, at most
 //! `Limits::max_table_bytes`; L2 tables are read on demand and kept in a
 //! cache of `Limits::table_cache_entries` tables behind a mutex (the image
 //! is shared between conversion threads); every L1/L2 entry is checked when
@@ -30,6 +30,10 @@
 //! An external data file (incompatible bit 2) holds all guest data, so such
 //! an image is refused with [`DiskError::ExternalReference`] naming it.
 //! Encrypted images are refused as unsupported.
+//!
+//! Not read, because they do not change the guest bytes: refcounts,
+//! internal snapshots, persistent bitmaps (so `format_specific` has no
+//! "bitmaps" list where qemu-img shows one) and the backing format name.
 
 mod compressed;
 mod header;
