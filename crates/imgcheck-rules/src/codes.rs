@@ -17,6 +17,9 @@ pub const IMAGE_EXTERNAL_REFERENCE: &str = "image.external_reference";
 pub const IMAGE_UNREADABLE: &str = "image.unreadable";
 /// The format's dirty flag is set: the image was not closed cleanly.
 pub const IMAGE_DIRTY: &str = "image.dirty";
+/// The image URL's server refuses HEAD requests, which DigitalOcean's
+/// importer sends first.
+pub const URL_HEAD_UNSUPPORTED: &str = "url.head_unsupported";
 /// The disk format is not one the provider takes.
 pub const FORMAT_UNSUPPORTED: &str = "format.unsupported";
 /// The compression or archive around the image is not one the provider
@@ -68,6 +71,7 @@ pub const KAKAOCLOUD_OS_INFO_INCOMPLETE: &str = "kakaocloud.os_info_incomplete";
 
 /// Every code, in documentation order.
 pub const ALL: &[&str] = &[
+    URL_HEAD_UNSUPPORTED,
     IMAGE_CORRUPT,
     IMAGE_EXTERNAL_REFERENCE,
     IMAGE_UNREADABLE,

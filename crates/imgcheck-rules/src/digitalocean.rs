@@ -38,6 +38,7 @@ const MIN_CLOUD_INIT: &[u64] = &[0, 7, 7];
 /// The DigitalOcean profile.
 pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
     common::integrity(input, out, DOC_REQUIREMENTS, true);
+    url(input, out);
     format(input, out);
     compression(input, out);
     size(input, out);
@@ -69,6 +70,20 @@ fn convert_hint(input: &CheckInput<'_>) -> Option<String> {
 
 /// `format.unsupported`: the five formats are taken; anything else
 /// recognised (VHD, qcow1, QED) is not.
+/// `url.head_unsupported`: "Import by URL fails if the image is served by a
+/// CDN that doesn't support HEAD requests" (Limits page).
+fn url(input: &CheckInput<'_>, out: &mut Out) {
+    if input.image.head_supported == Some(false) {
+        out.push(
+            codes::URL_HEAD_UNSUPPORTED,
+            Severity::Error,
+            "the server refuses HEAD requests for this URL; DigitalOcean's importer sends HEAD first and the import fails",
+            Some("serve the image from a host that answers HEAD (e.g. object storage with a public or presigned URL)".into()),
+            DOC_LIMITS,
+        );
+    }
+}
+
 fn format(input: &CheckInput<'_>, out: &mut Out) {
     if let Some(ImageFormat::Other(name)) = &input.image.format {
         out.push(

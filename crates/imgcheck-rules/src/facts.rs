@@ -53,6 +53,10 @@ pub struct ImageFacts {
     pub external_refs: Vec<ExternalRef>,
     /// Why the image could not be opened, if it could not.
     pub error: Option<ImageError>,
+    /// For an http(s) location: whether the server answered HEAD
+    /// (DigitalOcean's importer needs it). `None` for local files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_supported: Option<bool>,
     /// Damage found while reading guest data (the header opened, but a
     /// table points outside the file, a compressed cluster does not decode,
     /// ...). Reads the caller made past the disk's end are not damage and are

@@ -163,6 +163,7 @@ fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
         backing_file: info.backing_file.clone(),
         external_refs: info.external_refs.clone(),
         error: None,
+        head_supported: input.remote.as_ref().map(|r| r.head_supported),
         read_error,
     };
     // The outer file, plus the other host files the format opened (VMDK
