@@ -58,7 +58,11 @@ fn benches(c: &mut Criterion) {
         ("vhdx", "vhdx", &[][..]),
         ("vdi", "vdi", &[][..]),
         ("vmdk", "vmdk", &[][..]),
-        ("vmdk-stream", "vmdk", &["-o", "subformat=streamOptimized"][..]),
+        (
+            "vmdk-stream",
+            "vmdk",
+            &["-o", "subformat=streamOptimized"][..],
+        ),
     ] {
         let out = dir.path().join(format!("img.{name}"));
         convert(&raw, fmt, opts, &out);
@@ -67,7 +71,9 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("detect");
     let mem = MemSource::new("m", vec![0u8; 1 << 20]);
-    g.bench_function("raw-1MiB", |b| b.iter(|| imgcheck_disk::detect(&mem).unwrap()));
+    g.bench_function("raw-1MiB", |b| {
+        b.iter(|| imgcheck_disk::detect(&mem).unwrap())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("open");
@@ -75,7 +81,9 @@ fn benches(c: &mut Criterion) {
         if open_path_checked(path).is_none() {
             continue;
         }
-        g.bench_with_input(BenchmarkId::from_parameter(name), path, |b, p| b.iter(|| open_path(p)));
+        g.bench_with_input(BenchmarkId::from_parameter(name), path, |b, p| {
+            b.iter(|| open_path(p))
+        });
     }
     g.finish();
 
@@ -83,7 +91,9 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(SIZE));
     g.sample_size(10);
     for (name, path) in &images {
-        let Some(disk) = open_path_checked(path) else { continue };
+        let Some(disk) = open_path_checked(path) else {
+            continue;
+        };
         let mut buf = vec![0u8; 4 << 20];
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
