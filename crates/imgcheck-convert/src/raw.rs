@@ -45,17 +45,35 @@ pub fn write_raw(
                 buf.resize(ext.len as usize, 0);
                 disk.read_at(ext.guest_offset, buf)?;
                 read.fetch_add(ext.len, Ordering::Relaxed);
+                // Write maximal runs of non-zero blocks with one call each;
+                // all-zero blocks stay holes.
+                let base = ext.guest_offset;
+                let mut run_start: Option<usize> = None;
+                let write_run = |from: usize, to: usize| -> Result<(), ConvertError> {
+                    out.write_all_at(&buf[from..to], base + from as u64)
+                        .map_err(|source| ConvertError::Write {
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
+                    written.fetch_add((to - from) as u64, Ordering::Relaxed);
+                    Ok(())
+                };
                 let mut off = 0usize;
-                for block in buf.chunks(ZERO_BLOCK) {
-                    if !is_zero(block) {
-                        out.write_all_at(block, ext.guest_offset + off as u64)
-                            .map_err(|source| ConvertError::Write {
-                                path: path.to_path_buf(),
-                                source,
-                            })?;
-                        written.fetch_add(block.len() as u64, Ordering::Relaxed);
+                while off < buf.len() {
+                    let end = (off + ZERO_BLOCK).min(buf.len());
+                    let zero = is_zero(&buf[off..end]);
+                    match (zero, run_start) {
+                        (false, None) => run_start = Some(off),
+                        (true, Some(st)) => {
+                            write_run(st, off)?;
+                            run_start = None;
+                        }
+                        _ => {}
                     }
-                    off += block.len();
+                    off = end;
+                }
+                if let Some(st) = run_start {
+                    write_run(st, buf.len())?;
                 }
             }
             progress(len);

@@ -116,6 +116,10 @@ pub struct ConvertArgs {
     /// Overwrite an existing output.
     #[arg(long)]
     pub force: bool,
+    /// fsync the output before moving it into place (durable across a
+    /// power cut; slower, and not what qemu-img does by default).
+    #[arg(long)]
+    pub sync: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

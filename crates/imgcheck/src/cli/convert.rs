@@ -108,7 +108,7 @@ pub fn run(a: &ConvertArgs) -> Result<ExitCode, Error> {
         )));
     }
     let input = imgcheck::open(&a.input, &open_options(&a.open))?;
-    let out = AtomicOutput::create(&output, a.force)?;
+    let out = AtomicOutput::create(&output, a.force)?.with_sync(a.sync);
     let pb = progress_bar(input.disk.virtual_size(), a.quiet || a.json, "converting");
     let tick = |n: u64| pb.inc(n);
     let options = Options {
