@@ -9,6 +9,7 @@
 //! Every format module treats the file as hostile: see [`Limits`] and
 //! [`deps`] for what is bounded and what is never opened.
 
+mod cache;
 pub mod deps;
 pub mod detect;
 mod disk;

@@ -50,6 +50,7 @@ use self::header::{
     COMPAT_LAZY_REFCOUNTS, Compression, Header, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
     INCOMPAT_DIRTY,
 };
+use crate::cache::Lru;
 use crate::disk::{DiskImage, DiskInfo, ExternalRef, MapKind, Mapping};
 use crate::error::{DiskError, corrupt};
 use crate::format::Format;
@@ -82,53 +83,6 @@ enum Kind {
 /// An L2 table as read from the file, decoded to host order.
 type Table = Arc<Vec<u64>>;
 
-/// A small least-recently-used cache keyed by u64.
-#[derive(Debug)]
-struct Lru<T> {
-    cap: usize,
-    tick: u64,
-    items: Vec<(u64, u64, T)>,
-}
-
-impl<T: Clone> Lru<T> {
-    fn new(cap: usize) -> Self {
-        Self {
-            cap: cap.max(1),
-            tick: 0,
-            items: Vec::new(),
-        }
-    }
-    fn get(&mut self, key: u64) -> Option<T> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.items
-            .iter_mut()
-            .find(|(k, _, _)| *k == key)
-            .map(|(_, t, v)| {
-                *t = tick;
-                v.clone()
-            })
-    }
-    fn put(&mut self, key: u64, v: T) {
-        self.tick += 1;
-        if let Some(e) = self.items.iter_mut().find(|(k, _, _)| *k == key) {
-            *e = (key, self.tick, v);
-            return;
-        }
-        if self.items.len() >= self.cap
-            && let Some(i) = self
-                .items
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, (_, t, _))| *t)
-                .map(|(i, _)| i)
-        {
-            self.items.swap_remove(i);
-        }
-        self.items.push((key, self.tick, v));
-    }
-}
-
 /// An opened qcow2 image.
 #[derive(Debug)]
 pub struct Qcow2Image {
@@ -144,8 +98,8 @@ pub struct Qcow2Image {
     l1: Vec<u64>,
     l1_offset: u64,
     file_len: u64,
-    l2_cache: Mutex<Lru<Table>>,
-    decoded: Mutex<Lru<Decoded>>,
+    l2_cache: Mutex<Lru<u64, Table>>,
+    decoded: Mutex<Lru<u64, Decoded>>,
 }
 
 /// Opens `ctx.source` as qcow2.
@@ -292,7 +246,7 @@ impl Qcow2Image {
         Ok(Some((off, t)))
     }
 
-    fn lock_l2(&self) -> std::sync::MutexGuard<'_, Lru<Table>> {
+    fn lock_l2(&self) -> std::sync::MutexGuard<'_, Lru<u64, Table>> {
         // A panic elsewhere while holding the lock leaves a usable cache.
         self.l2_cache.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -19,6 +19,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::cache::Lru;
+
 use flate2::{Decompress, FlushDecompress, Status};
 use imgcheck_source::{ByteSource, read_vec};
 
@@ -40,8 +42,8 @@ const MAX_CACHED_GRAIN: u64 = 2 << 20;
 /// for the grain directories of all extents together.
 #[derive(Debug)]
 pub struct Shared {
-    gt: Mutex<Lru<Arc<[u32]>>>,
-    grains: Mutex<Lru<Arc<Vec<u8>>>>,
+    gt: Mutex<Lru<Key, Arc<[u32]>>>,
+    grains: Mutex<Lru<Key, Arc<Vec<u8>>>>,
     gd_budget: Mutex<u64>,
 }
 
@@ -68,52 +70,6 @@ pub enum Opened {
     /// a descriptor that lists other extents (qemu reads these too). The
     /// text and its offset.
     Descriptor(Vec<u8>, u64),
-}
-
-/// A small least-recently-used map; linear search is fine at these sizes.
-#[derive(Debug)]
-struct Lru<V> {
-    cap: usize,
-    tick: u64,
-    items: Vec<(Key, V, u64)>,
-}
-
-impl<V: Clone> Lru<V> {
-    fn new(cap: usize) -> Self {
-        Self {
-            cap: cap.max(1),
-            tick: 0,
-            items: Vec::new(),
-        }
-    }
-
-    fn get(&mut self, key: Key) -> Option<V> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.items.iter_mut().find(|(k, _, _)| *k == key).map(|e| {
-            e.2 = tick;
-            e.1.clone()
-        })
-    }
-
-    fn put(&mut self, key: Key, v: V) {
-        self.tick += 1;
-        if let Some(e) = self.items.iter_mut().find(|(k, _, _)| *k == key) {
-            *e = (key, v, self.tick);
-            return;
-        }
-        if self.items.len() >= self.cap
-            && let Some(i) = self
-                .items
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.2)
-                .map(|(i, _)| i)
-        {
-            self.items.swap_remove(i);
-        }
-        self.items.push((key, v, self.tick));
-    }
 }
 
 /// A grain table and an index into it.
@@ -566,10 +522,7 @@ impl SparseExtent {
 
     /// True when grain `g` is in the decoded-grain cache.
     fn cached(&self, g: u64) -> bool {
-        lock(&self.shared.grains)
-            .items
-            .iter()
-            .any(|e| e.0 == (self.file, g))
+        lock(&self.shared.grains).contains(&(self.file, g))
     }
 
     /// Grain `g` (stored at sector `s`) decompressed, from the cache or the
