@@ -6,16 +6,18 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use imgcheck_disk::{MapKind, VirtualDisk};
-use rayon::prelude::*;
 
+use crate::pipeline::{build_pool, run_ordered};
 use crate::{ConvertError, ConvertStats, Progress};
 
-/// Work unit: each rayon task maps, reads and writes one chunk. 4 MiB keeps
+/// Work unit: each worker maps and reads one chunk. 4 MiB keeps
 /// per-thread memory small and amortises the per-read cost of slow sources.
 const CHUNK: u64 = 4 << 20;
 /// Zero detection granularity inside data runs (a page-sized hole is the
 /// smallest most filesystems keep).
 const ZERO_BLOCK: usize = 64 << 10;
+/// Chunks read ahead of the writer.
+const WINDOW: usize = 8;
 
 /// Writes `disk` to `out` as a raw image, sparse. `out` must be empty (it
 /// is extended to the virtual size at the end, so untouched ranges are
@@ -28,13 +30,21 @@ pub fn write_raw(
 ) -> Result<ConvertStats, ConvertError> {
     let size = disk.virtual_size();
     let read = AtomicU64::new(0);
-    let written = AtomicU64::new(0);
+    let mut written = 0u64;
     let chunks = size.div_ceil(CHUNK);
-    (0..chunks).into_par_iter().try_for_each_init(
-        Vec::new,
-        |buf: &mut Vec<u8>, i| -> Result<(), ConvertError> {
+    // Workers map, read and zero-check chunks; this thread writes their
+    // non-zero runs in order, so the output grows sequentially as
+    // qemu-img's does (parallel writes at scattered offsets cost more
+    // kernel time than they save). At most WINDOW chunks are in memory.
+    let pool = build_pool(0)?;
+    run_ordered(
+        &pool,
+        chunks,
+        WINDOW,
+        |i| -> Result<(u64, Vec<(u64, Vec<u8>)>), ConvertError> {
             let start = i * CHUNK;
             let len = CHUNK.min(size - start);
+            let mut runs = Vec::new();
             for ext in disk.extents(start, len) {
                 let ext = ext?;
                 if ext.kind.reads_zero() {
@@ -42,30 +52,19 @@ pub fn write_raw(
                 }
                 debug_assert!(!matches!(ext.kind, MapKind::Zero | MapKind::Unallocated));
                 // ext.len <= CHUNK, fits in usize.
-                buf.resize(ext.len as usize, 0);
-                disk.read_at(ext.guest_offset, buf)?;
+                let mut buf = vec![0u8; ext.len as usize];
+                disk.read_at(ext.guest_offset, &mut buf)?;
                 read.fetch_add(ext.len, Ordering::Relaxed);
-                // Write maximal runs of non-zero blocks with one call each;
-                // all-zero blocks stay holes.
-                let base = ext.guest_offset;
+                // Maximal runs of non-zero blocks; all-zero blocks stay holes.
                 let mut run_start: Option<usize> = None;
-                let write_run = |from: usize, to: usize| -> Result<(), ConvertError> {
-                    out.write_all_at(&buf[from..to], base + from as u64)
-                        .map_err(|source| ConvertError::Write {
-                            path: path.to_path_buf(),
-                            source,
-                        })?;
-                    written.fetch_add((to - from) as u64, Ordering::Relaxed);
-                    Ok(())
-                };
                 let mut off = 0usize;
+                let mut spans = Vec::new();
                 while off < buf.len() {
                     let end = (off + ZERO_BLOCK).min(buf.len());
-                    let zero = is_zero(&buf[off..end]);
-                    match (zero, run_start) {
+                    match (is_zero(&buf[off..end]), run_start) {
                         (false, None) => run_start = Some(off),
                         (true, Some(st)) => {
-                            write_run(st, off)?;
+                            spans.push((st, off));
                             run_start = None;
                         }
                         _ => {}
@@ -73,8 +72,26 @@ pub fn write_raw(
                     off = end;
                 }
                 if let Some(st) = run_start {
-                    write_run(st, buf.len())?;
+                    spans.push((st, buf.len()));
                 }
+                if spans.len() == 1 && spans[0] == (0, buf.len()) {
+                    runs.push((ext.guest_offset, buf));
+                } else {
+                    for (a, b) in spans {
+                        runs.push((ext.guest_offset + a as u64, buf[a..b].to_vec()));
+                    }
+                }
+            }
+            Ok((len, runs))
+        },
+        |(len, runs)| {
+            for (at, data) in runs {
+                out.write_all_at(&data, at)
+                    .map_err(|source| ConvertError::Write {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                written += data.len() as u64;
             }
             progress(len);
             Ok(())
@@ -87,7 +104,7 @@ pub fn write_raw(
     Ok(ConvertStats {
         virtual_size: size,
         bytes_read: read.into_inner(),
-        bytes_written: written.into_inner(),
+        bytes_written: written,
     })
 }
 
