@@ -41,6 +41,26 @@ impl MapKind {
     pub fn reads_zero(self) -> bool {
         matches!(self, MapKind::Zero | MapKind::Unallocated)
     }
+
+    /// True when a run of `self` that is `len` bytes long and a run of
+    /// `next` right after it form one run: the same kind, and for data the
+    /// same file with `next` starting where `self` ends. Formats use it to
+    /// return long runs; [`ExtentIter`] uses it to merge answers.
+    pub fn continues(self, len: u64, next: MapKind) -> bool {
+        match (self, next) {
+            (
+                MapKind::Data {
+                    file: fa,
+                    host_offset: ha,
+                },
+                MapKind::Data {
+                    file: fb,
+                    host_offset: hb,
+                },
+            ) => fa == fb && ha.checked_add(len) == Some(hb),
+            (a, b) => a == b,
+        }
+    }
 }
 
 /// The answer to "where does guest offset X live": a kind that holds for
@@ -272,22 +292,6 @@ pub struct ExtentIter<'a> {
     failed: bool,
 }
 
-fn can_merge(a: &Extent, b: &Extent) -> bool {
-    match (a.kind, b.kind) {
-        (
-            MapKind::Data {
-                file: fa,
-                host_offset: ha,
-            },
-            MapKind::Data {
-                file: fb,
-                host_offset: hb,
-            },
-        ) => fa == fb && ha.checked_add(a.len) == Some(hb),
-        (ka, kb) => ka == kb,
-    }
-}
-
 impl Iterator for ExtentIter<'_> {
     type Item = Result<Extent, DiskError>;
 
@@ -310,7 +314,7 @@ impl Iterator for ExtentIter<'_> {
             };
             self.pos += m.len;
             match self.pending.as_mut() {
-                Some(p) if can_merge(p, &e) => p.len += e.len,
+                Some(p) if p.kind.continues(p.len, e.kind) => p.len += e.len,
                 Some(_) => return std::mem::replace(&mut self.pending, Some(e)).map(Ok),
                 None => self.pending = Some(e),
             }

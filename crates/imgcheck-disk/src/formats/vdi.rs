@@ -386,13 +386,9 @@ impl DiskImage for VdiImage {
         while len < max_len {
             idx += 1;
             let next = self.block(idx);
-            let same = match (prev, next) {
-                (MapKind::Data { host_offset: a, .. }, MapKind::Data { host_offset: b, .. }) => {
-                    a.checked_add(self.stride) == Some(b) && self.stride == bs
-                }
-                (a, b) => a == b,
-            };
-            if !same {
+            // With block_extra the stride exceeds the block size, so data
+            // blocks are never contiguous.
+            if !prev.continues(bs, next) {
                 break;
             }
             len += bs;

@@ -932,13 +932,7 @@ impl DiskImage for VhdxImage {
             if self.entry(b) & 7 == PAYLOAD_PARTIALLY_PRESENT {
                 break;
             }
-            let same = match (prev, next) {
-                (MapKind::Data { host_offset: x, .. }, MapKind::Data { host_offset: y, .. }) => {
-                    x.checked_add(bs) == Some(y)
-                }
-                (x, y) => x == y,
-            };
-            if !same {
+            if !prev.continues(bs, next) {
                 break;
             }
             len += bs;
