@@ -7,11 +7,13 @@
 //! lets us name the feature that makes a filesystem unreadable before
 //! ext4-view is even asked.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
-use ext4_view::{Ext4, Ext4Read};
+use ext4_view::{Ext4, Ext4Error, Ext4Read};
 use imgcheck_source::ByteSource;
 
+use crate::fs::{FsError, GuestFs, Kind};
 use crate::fsprobe::{label_string, uuid_string};
 use crate::report::FsKind;
 
@@ -243,15 +245,123 @@ impl Ext4Read for SourceRead {
 }
 
 /// Loads an ext filesystem with ext4-view, after our own feature check.
-pub fn load(src: Arc<dyn ByteSource>) -> Result<Ext4, String> {
-    let sb = Superblock::read(src.as_ref()).ok_or("no ext superblock (magic 0xEF53 missing)")?;
+pub fn load(src: Arc<dyn ByteSource>) -> Result<Ext4, FsError> {
+    let sb = Superblock::read(src.as_ref()).ok_or_else(|| {
+        FsError::corrupt(
+            FS,
+            "superblock",
+            1024,
+            "no ext superblock (magic 0xEF53 missing)",
+        )
+    })?;
     if let Some(why) = sb.view_refusal() {
-        return Err(why);
+        return Err(FsError::Unsupported { fs: FS, what: why });
     }
     if let Some(why) = sb.geometry_problem(src.len()) {
-        return Err(why);
+        return Err(FsError::corrupt(FS, "superblock", 1024, why));
     }
-    Ext4::load(Box::new(SourceRead(src))).map_err(|e| format!("ext4 reader: {e}"))
+    Ext4::load(Box::new(SourceRead(src))).map_err(|e| view_error("superblock", &e))
+}
+
+/// Opens an ext2/3/4 filesystem behind the [`GuestFs`] seam.
+pub fn open(src: Arc<dyn ByteSource>) -> Result<Rc<dyn GuestFs>, FsError> {
+    let kind = Superblock::read(src.as_ref()).map_or(FsKind::Ext4, |s| s.kind());
+    let fs = load(src)?;
+    Ok(Rc::new(ExtFs { fs, kind }))
+}
+
+/// Name used in errors.
+const FS: &str = "ext4";
+
+/// ext4-view's error, classified: its `Corrupt`/`Incompatible` carry their
+/// own detail in `Display`; the structure is the path asked for.
+fn view_error(what: &str, e: &Ext4Error) -> FsError {
+    match e {
+        Ext4Error::Incompatible(_) => FsError::Unsupported {
+            fs: FS,
+            what: format!("{what}: {e}"),
+        },
+        _ => FsError::corrupt(FS, what, 0, e.to_string()),
+    }
+}
+
+/// An ext filesystem opened by ext4-view, as a [`GuestFs`].
+struct ExtFs {
+    fs: Ext4,
+    kind: FsKind,
+}
+
+impl std::fmt::Debug for ExtFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtFs").field("kind", &self.kind).finish()
+    }
+}
+
+impl GuestFs for ExtFs {
+    fn kind(&self) -> FsKind {
+        self.kind
+    }
+
+    fn lstat(&self, path: &str) -> Result<Option<Kind>, FsError> {
+        match self.fs.symlink_metadata(path) {
+            Ok(md) => {
+                let ft = md.file_type();
+                Ok(Some(if ft.is_symlink() {
+                    Kind::Symlink
+                } else if ft.is_dir() {
+                    Kind::Dir
+                } else if ft.is_regular_file() {
+                    Kind::File(md.len())
+                } else {
+                    Kind::Special
+                }))
+            }
+            Err(Ext4Error::NotFound | Ext4Error::NotADirectory) => Ok(None),
+            Err(e) => Err(view_error(path, &e)),
+        }
+    }
+
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, FsError> {
+        let t = self.fs.read_link(path).map_err(|e| view_error(path, &e))?;
+        Ok(t.as_ref().to_vec())
+    }
+
+    fn read_dir(&self, path: &str, max: usize) -> Result<Vec<String>, FsError> {
+        let rd = self.fs.read_dir(path).map_err(|e| view_error(path, &e))?;
+        let mut out = Vec::new();
+        for e in rd {
+            if out.len() >= max {
+                break;
+            }
+            let e = e.map_err(|e| view_error(path, &e))?;
+            let name = e.file_name();
+            let Ok(n) = name.as_str() else { continue };
+            if n != "." && n != ".." {
+                out.push(n.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, FsError> {
+        let mut f = self.fs.open(path).map_err(|e| view_error(path, &e))?;
+        let len = f.metadata().len();
+        let want = usize::try_from(len.min(max)).unwrap_or(usize::MAX);
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        // ext4-view's File::read returns at most one block per call.
+        while got < want {
+            let dst = buf.get_mut(got..).unwrap_or_default();
+            let k = std::io::Read::read(&mut f, dst)
+                .map_err(|e| FsError::corrupt(FS, path, 0, e.to_string()))?;
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod report;
 pub mod ext;
 pub mod facts;
 pub mod fat;
+pub mod fs;
 pub mod fsprobe;
 pub mod partitions;
 pub mod root;
@@ -27,10 +28,12 @@ pub mod root;
 pub use report::*;
 pub use root::FileRead;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
-use ext4_view::Ext4;
 use imgcheck_source::{ByteSource, SliceSource};
+
+use crate::fs::GuestFs;
 
 /// Inspects the guest disk `disk` (guest bytes, e.g. a `VirtualDisk`).
 ///
@@ -86,17 +89,14 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
         }
     }
 
-    // 3. Open every ext filesystem; the reason for a refusal goes into the
-    // report and inspection goes on.
-    let mut opened: Vec<Option<Ext4>> = Vec::with_capacity(r.filesystems.len());
+    // 3. Open every filesystem imgcheck reads; the reason for a refusal
+    // goes into the report and inspection goes on.
+    let mut opened: Vec<Option<Rc<dyn GuestFs>>> = Vec::with_capacity(r.filesystems.len());
     for fs in &mut r.filesystems {
-        if !matches!(fs.kind, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4) {
-            opened.push(None);
-            continue;
-        }
-        match ext::load(fs_source(&disk, fs)) {
-            Ok(e) => opened.push(Some(e)),
-            Err(why) => {
+        match fs::open(fs.kind, fs_source(&disk, fs)) {
+            None => opened.push(None),
+            Some(Ok(f)) => opened.push(Some(f)),
+            Some(Err(why)) => {
                 let at = fs
                     .partition
                     .map_or("whole disk".to_owned(), |n| format!("partition {n}"));
@@ -104,45 +104,38 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
                     "{:?} filesystem on {at} cannot be read: {why}",
                     fs.kind
                 ));
-                fs.error = Some(why);
+                fs.error = Some(why.to_string());
                 opened.push(None);
             }
         }
     }
 
     // 4. The root and its mounts.
-    let mut guest = None;
-    for (i, e) in opened.iter().enumerate() {
-        let Some(e) = e else { continue };
-        let offset = r.filesystems.get(i).map_or(0, |f| f.offset);
-        let g = root::Guest::new(e.clone(), offset, trace);
-        if facts::os::ROOT_MARKERS.iter().any(|m| g.lstat(m).is_some()) {
-            r.root = Some(i);
-            guest = Some(g);
-            break;
+    let guest = find_root(&mut r, &opened, &table.partuuids, trace);
+    if guest.is_none() {
+        let unread: Vec<String> = r
+            .filesystems
+            .iter()
+            .zip(&opened)
+            .filter(|(f, o)| {
+                o.is_none() && !matches!(f.kind, FsKind::Vfat | FsKind::Swap | FsKind::Unknown)
+            })
+            .map(|(f, _)| {
+                let at = f
+                    .partition
+                    .map_or("whole disk".to_owned(), |n| format!("partition {n}"));
+                format!("{:?} on {at}", f.kind)
+            })
+            .collect();
+        if unread.is_empty() {
+            r.notes
+                .push("no root filesystem found (no readable filesystem holds os-release)".into());
+        } else {
+            r.notes.push(format!(
+                "no readable root filesystem; imgcheck could not read: {}",
+                unread.join(", ")
+            ));
         }
-    }
-    if let (Some(g), Some(ri)) = (guest.as_mut(), r.root) {
-        mount_from_fstab(
-            g,
-            ri,
-            &r.filesystems,
-            &opened,
-            &table.partuuids,
-            &mut r.notes,
-        );
-    } else if r
-        .filesystems
-        .iter()
-        .any(|f| f.kind == FsKind::Ufs || f.kind == FsKind::Zfs)
-    {
-        r.notes.push(
-            "no readable Linux root; a UFS/ZFS filesystem is present (BSD?) that imgcheck cannot read"
-                .into(),
-        );
-    } else {
-        r.notes
-            .push("no root filesystem found (no ext filesystem holds os-release)".into());
     }
 
     // 5. Facts.
@@ -161,13 +154,53 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
     (r, trace)
 }
 
+/// The guest tree of the first filesystem (or btrfs subvolume) that holds
+/// an OS root marker, with /usr and /boot mounted from its fstab. The
+/// markers are looked for after the mounts, so a separate /usr holding the
+/// only os-release (os-release(5): /usr/lib/os-release) is found.
+fn find_root(
+    r: &mut GuestReport,
+    opened: &[Option<Rc<dyn GuestFs>>],
+    partuuids: &[(u32, String)],
+    trace: bool,
+) -> Option<root::Guest> {
+    let has_marker = |g: &root::Guest| facts::os::ROOT_MARKERS.iter().any(|m| g.lstat(m).is_some());
+    for (i, f) in opened.iter().enumerate() {
+        let Some(f) = f else { continue };
+        let offset = r.filesystems.get(i).map_or(0, |f| f.offset);
+        let mut views = vec![(String::new(), f.clone())];
+        views.extend(f.alternate_roots().into_iter().take(MAX_ALTERNATE_ROOTS));
+        for (view, tree) in views {
+            let mut g = root::Guest::new(tree, offset, trace);
+            if !has_marker(&g) && g.lstat("/etc/fstab").is_none() {
+                continue;
+            }
+            let mut notes = Vec::new();
+            mount_from_fstab(&mut g, i, &r.filesystems, opened, partuuids, &mut notes);
+            if has_marker(&g) {
+                r.root = Some(i);
+                if !view.is_empty() {
+                    r.notes
+                        .push(format!("root is {view} of partition filesystem {i}"));
+                }
+                r.notes.extend(notes);
+                return Some(g);
+            }
+        }
+    }
+    None
+}
+
+/// Most alternate roots (btrfs subvolumes) tried per filesystem.
+const MAX_ALTERNATE_ROOTS: usize = 64;
+
 /// Mounts /usr and /boot from the root's /etc/fstab when they live on
-/// other ext filesystems we opened.
+/// other filesystems we opened (for btrfs, the subvolume its options name).
 fn mount_from_fstab(
     g: &mut root::Guest,
     root_index: usize,
     fss: &[Filesystem],
-    opened: &[Option<Ext4>],
+    opened: &[Option<Rc<dyn GuestFs>>],
     partuuids: &[(u32, String)],
     notes: &mut Vec<String>,
 ) {
@@ -180,9 +213,20 @@ fn mount_from_fstab(
         }
         let found = fss.iter().position(|f| spec_matches(&e.spec, f, partuuids));
         match found {
-            Some(i) if i == root_index => {}
+            Some(i) if i == root_index && e.options.is_empty() => {}
             Some(i) => match opened.get(i).and_then(Option::as_ref) {
-                Some(fs) => g.mount(&e.point, fs.clone(), fss[i].offset),
+                Some(fs) => match fs.with_mount_options(&e.options) {
+                    Ok(view) => {
+                        let view = view.unwrap_or_else(|| fs.clone());
+                        if i != root_index || !Rc::ptr_eq(&view, fs) {
+                            g.mount(&e.point, view, fss[i].offset);
+                        }
+                    }
+                    Err(why) => notes.push(format!(
+                        "fstab mounts {} from {} ({}): {why}",
+                        e.point, e.spec, e.options
+                    )),
+                },
                 None => notes.push(format!(
                     "fstab mounts {} from {} ({:?}), which imgcheck cannot read; files there are unknown",
                     e.point, e.spec, fss[i].kind

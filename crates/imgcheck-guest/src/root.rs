@@ -11,8 +11,10 @@
 //! handling is never relied on for anything but the final `lstat`.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
-use ext4_view::{Ext4, Ext4Error};
+use crate::fs::GuestFs;
+pub use crate::fs::Kind;
 
 /// Most symlinks followed while resolving one path (Linux's limit).
 pub const MAX_SYMLINK_HOPS: usize = 40;
@@ -42,22 +44,9 @@ pub(crate) struct Mount {
     /// Mount point ("/" or "/usr"), no trailing slash except for "/".
     pub point: String,
     /// The filesystem.
-    pub fs: Ext4,
+    pub fs: Rc<dyn GuestFs>,
     /// Its byte offset on the disk.
     pub offset: u64,
-}
-
-/// What kind of object a path names (after resolution).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Regular file of this many bytes.
-    File(u64),
-    /// Directory.
-    Dir,
-    /// Symlink (only from [`Guest::lstat`]).
-    Symlink,
-    /// Device, fifo, socket.
-    Special,
 }
 
 /// The guest tree.
@@ -89,7 +78,7 @@ fn join(parts: &[String]) -> String {
 
 impl Guest {
     /// A tree with `root` mounted at "/".
-    pub(crate) fn new(root: Ext4, offset: u64, trace: bool) -> Self {
+    pub(crate) fn new(root: Rc<dyn GuestFs>, offset: u64, trace: bool) -> Self {
         Self {
             mounts: vec![Mount {
                 point: "/".into(),
@@ -102,7 +91,7 @@ impl Guest {
     }
 
     /// Grafts `fs` at `point` (an absolute, normalised path).
-    pub(crate) fn mount(&mut self, point: &str, fs: Ext4, offset: u64) {
+    pub(crate) fn mount(&mut self, point: &str, fs: Rc<dyn GuestFs>, offset: u64) {
         self.mounts.push(Mount {
             point: point.to_owned(),
             fs,
@@ -203,7 +192,7 @@ impl Guest {
             )),
             Some(Kind::File(_)) => {
                 let (m, p) = self.locate(&real);
-                let data = m.fs.read(p.as_str()).map_err(|e| format!("{path}: {e}"))?;
+                let data = m.fs.read(&p, cap).map_err(|e| format!("{path}: {e}"))?;
                 if let Some(t) = &self.trace {
                     t.borrow_mut().push(FileRead {
                         guest_path: path.to_owned(),
@@ -224,24 +213,12 @@ impl Guest {
         let Some(real) = self.resolve_opt(path, true)? else {
             return Ok(None);
         };
-        let Some(Kind::File(len)) = self.lstat_resolved(&real)? else {
+        let Some(Kind::File(_)) = self.lstat_resolved(&real)? else {
             return Ok(None);
         };
         let (m, p) = self.locate(&real);
-        let mut f = m.fs.open(p.as_str()).map_err(|e| format!("{path}: {e}"))?;
-        let want = usize::try_from(len).unwrap_or(usize::MAX).min(n);
-        let mut buf = vec![0u8; want];
-        let mut got = 0;
-        // ext4-view's File::read returns at most one block per call.
-        while got < want {
-            let dst = buf.get_mut(got..).unwrap_or_default();
-            let k = std::io::Read::read(&mut f, dst).map_err(|e| format!("{path}: {e}"))?;
-            if k == 0 {
-                break;
-            }
-            got += k;
-        }
-        buf.truncate(got);
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let buf = m.fs.read(&p, n).map_err(|e| format!("{path}: {e}"))?;
         if let Some(t) = &self.trace {
             t.borrow_mut().push(FileRead {
                 guest_path: path.to_owned(),
@@ -269,18 +246,9 @@ impl Guest {
             return Vec::new();
         };
         let (m, p) = self.locate(&real);
-        let Ok(rd) = m.fs.read_dir(p.as_str()) else {
+        let Ok(mut out) = m.fs.read_dir(&p, MAX_DIR_ENTRIES) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for e in rd.take(MAX_DIR_ENTRIES.saturating_add(2)) {
-            let Ok(e) = e else { break };
-            let name = e.file_name();
-            let Ok(n) = name.as_str() else { continue };
-            if n != "." && n != ".." && out.len() < MAX_DIR_ENTRIES {
-                out.push(n.to_owned());
-            }
-        }
         out.sort();
         out
     }
@@ -291,32 +259,13 @@ impl Lookup for Guest {
     /// leading to it must already be resolved. `Ok(None)` when absent.
     fn lstat_resolved(&self, path: &str) -> Result<Option<Kind>, String> {
         let (m, p) = self.locate(path);
-        match m.fs.symlink_metadata(p.as_str()) {
-            Ok(md) => {
-                let ft = md.file_type();
-                Ok(Some(if ft.is_symlink() {
-                    Kind::Symlink
-                } else if ft.is_dir() {
-                    Kind::Dir
-                } else if ft.is_regular_file() {
-                    Kind::File(md.len())
-                } else {
-                    Kind::Special
-                }))
-            }
-            Err(Ext4Error::NotFound | Ext4Error::NotADirectory) => Ok(None),
-            Err(e) => Err(format!("{path}: {e}")),
-        }
+        m.fs.lstat(&p).map_err(|e| format!("{path}: {e}"))
     }
 
     fn read_link_resolved(&self, path: &str) -> Result<String, String> {
         let (m, p) = self.locate(path);
-        let t =
-            m.fs.read_link(p.as_str())
-                .map_err(|e| format!("{path}: {e}"))?;
-        t.to_str()
-            .map(str::to_owned)
-            .map_err(|_| format!("{path}: symlink target is not UTF-8"))
+        let t = m.fs.read_link(&p).map_err(|e| format!("{path}: {e}"))?;
+        String::from_utf8(t).map_err(|_| format!("{path}: symlink target is not UTF-8"))
     }
 }
 
@@ -399,6 +348,9 @@ pub struct FstabEntry {
     pub point: String,
     /// Filesystem type.
     pub fstype: String,
+    /// Mount options (`subvol=root,compress=zstd:1`), empty when the
+    /// field is missing or `defaults`.
+    pub options: String,
 }
 
 /// Parses fstab text (comments, blank lines, octal `\040` escapes left as
@@ -415,6 +367,10 @@ pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
             let spec = f.next()?;
             let point = f.next()?;
             let fstype = f.next().unwrap_or("auto");
+            let options = match f.next() {
+                None | Some("defaults") => "",
+                Some(o) => o,
+            };
             Some(FstabEntry {
                 spec: spec.to_owned(),
                 point: match point.trim_end_matches('/') {
@@ -422,6 +378,7 @@ pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
                     p => p.to_owned(),
                 },
                 fstype: fstype.to_owned(),
+                options: options.to_owned(),
             })
         })
         .collect()
