@@ -22,6 +22,7 @@ pub mod facts;
 pub mod fat;
 pub mod fs;
 pub mod fsprobe;
+pub mod lvm;
 pub mod partitions;
 pub mod root;
 
@@ -67,12 +68,15 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
         r.notes.push(format!("partition table: {p}"));
     }
 
-    // 2. What is in each partition (or on the whole disk).
+    // 2. What is in each partition (or on the whole disk); `sources[i]`
+    // holds the bytes of `r.filesystems[i]`.
+    let mut sources: Vec<Arc<dyn ByteSource>> = Vec::new();
     if r.partitions.entries.is_empty() {
         let mut fs = fsprobe::probe(disk.as_ref());
         fs.offset = 0;
         fs.size = disk.len();
         if fs.kind != FsKind::Unknown || r.partitions.kind == TableKind::None {
+            sources.push(fs_source(&disk, &fs));
             r.filesystems.push(fs);
         }
     } else {
@@ -85,24 +89,24 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
             fs.partition = Some(p.number);
             fs.offset = p.start;
             fs.size = src.len();
+            sources.push(fs_source(&disk, &fs));
             r.filesystems.push(fs);
         }
     }
+    add_logical_volumes(&mut r, &mut sources);
 
     // 3. Open every filesystem imgcheck reads; the reason for a refusal
     // goes into the report and inspection goes on.
     let mut opened: Vec<Option<Rc<dyn GuestFs>>> = Vec::with_capacity(r.filesystems.len());
-    for fs in &mut r.filesystems {
-        match fs::open(fs.kind, fs_source(&disk, fs)) {
+    for (fs, src) in r.filesystems.iter_mut().zip(&sources) {
+        match fs::open(fs.kind, src.clone()) {
             None => opened.push(None),
             Some(Ok(f)) => opened.push(Some(f)),
             Some(Err(why)) => {
-                let at = fs
-                    .partition
-                    .map_or("whole disk".to_owned(), |n| format!("partition {n}"));
                 r.notes.push(format!(
-                    "{:?} filesystem on {at} cannot be read: {why}",
-                    fs.kind
+                    "{:?} filesystem on {} cannot be read: {why}",
+                    fs.kind,
+                    place(fs)
                 ));
                 fs.error = Some(why.to_string());
                 opened.push(None);
@@ -152,6 +156,49 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
         .map(root::Guest::take_trace)
         .unwrap_or_default();
     (r, trace)
+}
+
+/// Where a filesystem lives, for messages: "LV vg/root", "partition 2",
+/// "whole disk".
+fn place(f: &Filesystem) -> String {
+    match (&f.lv, f.partition) {
+        (Some(lv), _) => format!("LV {lv}"),
+        (None, Some(n)) => format!("partition {n}"),
+        (None, None) => "whole disk".to_owned(),
+    }
+}
+
+/// Reads the LVM physical volumes among the filesystems and appends one
+/// filesystem per readable logical volume (with its bytes to `sources`).
+fn add_logical_volumes(r: &mut GuestReport, sources: &mut Vec<Arc<dyn ByteSource>>) {
+    let pvs: Vec<(String, Arc<dyn ByteSource>)> = r
+        .filesystems
+        .iter()
+        .zip(sources.iter())
+        .filter(|(f, _)| f.kind == FsKind::LvmPv)
+        .map(|(f, s)| (place(f), s.clone()))
+        .collect();
+    if pvs.is_empty() {
+        return;
+    }
+    let first = r
+        .filesystems
+        .iter()
+        .find(|f| f.kind == FsKind::LvmPv)
+        .cloned()
+        .unwrap_or_default();
+    let scan = lvm::scan(&pvs);
+    r.notes.extend(scan.problems);
+    for lv in scan.lvs {
+        let Ok(src) = lv.source else { continue };
+        let mut fs = fsprobe::probe(src.as_ref());
+        fs.partition = first.partition;
+        fs.offset = first.offset;
+        fs.size = src.len();
+        fs.lv = Some(lv.name);
+        r.filesystems.push(fs);
+        sources.push(src);
+    }
 }
 
 /// The guest tree of the first filesystem (or btrfs subvolume) that holds
@@ -261,6 +308,8 @@ fn spec_matches(spec: &str, f: &Filesystem, partuuids: &[(u32, String)]) -> bool
         eq(f.label.as_deref(), v)
     } else if let Some(v) = spec.strip_prefix("/dev/disk/by-partuuid/") {
         partuuid(v)
+    } else if let Some(lv) = &f.lv {
+        lv_spec_matches(spec, lv)
     } else if let Some(dev) = spec.strip_prefix("/dev/") {
         // /dev/vda2, /dev/sda2, /dev/xvda2, /dev/nvme0n1p2: the trailing
         // number is the partition number on the (only) disk.
@@ -277,4 +326,18 @@ fn spec_matches(spec: &str, f: &Filesystem, partuuids: &[(u32, String)]) -> bool
     } else {
         false
     }
+}
+
+/// Whether an fstab `spec` names logical volume `lv` ("vg/name"):
+/// `/dev/vg/name` or `/dev/mapper/vg-name` (dashes inside names doubled).
+fn lv_spec_matches(spec: &str, lv: &str) -> bool {
+    let Some((vg, name)) = lv.split_once('/') else {
+        return false;
+    };
+    let mapper = format!(
+        "/dev/mapper/{}-{}",
+        vg.replace('-', "--"),
+        name.replace('-', "--")
+    );
+    spec == mapper || spec == format!("/dev/{vg}/{name}")
 }

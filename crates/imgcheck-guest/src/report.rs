@@ -147,6 +147,9 @@ pub struct Filesystem {
     /// Why the filesystem could not be read, if it could not (unsupported
     /// incompat feature, corruption). Inspection goes on without it.
     pub error: Option<String>,
+    /// The LVM logical volume (`vg/lv`) it lives on, if any; `partition`
+    /// and `offset` are then those of the volume's first physical volume.
+    pub lv: Option<String>,
 }
 
 /// Facts read from the guest's root filesystem.
