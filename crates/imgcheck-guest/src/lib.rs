@@ -117,19 +117,19 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
     // 4. The root and its mounts.
     let guest = find_root(&mut r, &opened, &table.partuuids, trace);
     if guest.is_none() {
+        let has_lvs = r.filesystems.iter().any(|f| f.lv.is_some());
         let unread: Vec<String> = r
             .filesystems
             .iter()
             .zip(&opened)
             .filter(|(f, o)| {
-                o.is_none() && !matches!(f.kind, FsKind::Vfat | FsKind::Swap | FsKind::Unknown)
+                // A PV whose LVs were read is not "unread": its LVs are listed.
+                let pv_read = f.kind == FsKind::LvmPv && has_lvs;
+                o.is_none()
+                    && !pv_read
+                    && !matches!(f.kind, FsKind::Vfat | FsKind::Swap | FsKind::Unknown)
             })
-            .map(|(f, _)| {
-                let at = f
-                    .partition
-                    .map_or("whole disk".to_owned(), |n| format!("partition {n}"));
-                format!("{:?} on {at}", f.kind)
-            })
+            .map(|(f, _)| format!("{:?} on {}", f.kind, place(f)))
             .collect();
         if unread.is_empty() {
             r.notes
