@@ -13,8 +13,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::fs::GuestFs;
 pub use crate::fs::Kind;
+use crate::fs::{FsError, GuestFs};
 
 /// Most symlinks followed while resolving one path (Linux's limit).
 pub const MAX_SYMLINK_HOPS: usize = 40;
@@ -130,7 +130,7 @@ impl Guest {
     }
 
     /// Resolves `path` inside the guest (see [`resolve_in`]).
-    pub fn resolve_opt(&self, path: &str, follow_last: bool) -> Result<Option<String>, String> {
+    pub fn resolve_opt(&self, path: &str, follow_last: bool) -> Result<Option<String>, FsError> {
         resolve_in(self, path, follow_last)
     }
 
@@ -165,12 +165,13 @@ impl Guest {
     /// Reads the regular file `path` whole if it is at most `cap` bytes.
     /// `Ok(None)` when it does not exist; `Err` when it is too large,
     /// not a regular file, or unreadable.
-    pub fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    pub fn read_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, FsError> {
         let r = self.read_file_inner(path, cap);
         if let Err(e) = &r {
+            let e = e.to_string();
             let mut p = self.problems.borrow_mut();
-            if p.len() < 100 && !p.contains(e) {
-                p.push(e.clone());
+            if p.len() < 100 && !p.contains(&e) {
+                p.push(e);
             }
         }
         r
@@ -181,18 +182,20 @@ impl Guest {
         self.problems.borrow().clone()
     }
 
-    fn read_file_inner(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    fn read_file_inner(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>, FsError> {
         let Some(real) = self.resolve_opt(path, true)? else {
             return Ok(None);
         };
         match self.lstat_resolved(&real)? {
             None => Ok(None),
-            Some(Kind::File(n)) if n > cap => Err(format!(
-                "{path}: {n} bytes, over the {cap}-byte limit for this file"
-            )),
+            Some(Kind::File(n)) if n > cap => Err(FsError::TooLarge {
+                path: path.to_owned(),
+                size: n,
+                cap,
+            }),
             Some(Kind::File(_)) => {
                 let (m, p) = self.locate(&real);
-                let data = m.fs.read(&p, cap).map_err(|e| format!("{path}: {e}"))?;
+                let data = m.fs.read(&p, cap).map_err(|e| e.at(path))?;
                 if let Some(t) = &self.trace {
                     t.borrow_mut().push(FileRead {
                         guest_path: path.to_owned(),
@@ -203,13 +206,16 @@ impl Guest {
                 }
                 Ok(Some(data))
             }
-            Some(_) => Err(format!("{path}: not a regular file")),
+            Some(_) => Err(FsError::WrongKind {
+                path: path.to_owned(),
+                why: "not a regular file",
+            }),
         }
     }
 
     /// The first `n` bytes (or fewer, for a shorter file) of the regular
     /// file `path`, without reading the rest (ELF headers of large binaries).
-    pub fn read_head(&self, path: &str, n: usize) -> Result<Option<Vec<u8>>, String> {
+    pub fn read_head(&self, path: &str, n: usize) -> Result<Option<Vec<u8>>, FsError> {
         let Some(real) = self.resolve_opt(path, true)? else {
             return Ok(None);
         };
@@ -218,7 +224,7 @@ impl Guest {
         };
         let (m, p) = self.locate(&real);
         let n = u64::try_from(n).unwrap_or(u64::MAX);
-        let buf = m.fs.read(&p, n).map_err(|e| format!("{path}: {e}"))?;
+        let buf = m.fs.read(&p, n).map_err(|e| e.at(path))?;
         if let Some(t) = &self.trace {
             t.borrow_mut().push(FileRead {
                 guest_path: path.to_owned(),
@@ -257,15 +263,15 @@ impl Guest {
 impl Lookup for Guest {
     /// What `path` names without following a final symlink; the directories
     /// leading to it must already be resolved. `Ok(None)` when absent.
-    fn lstat_resolved(&self, path: &str) -> Result<Option<Kind>, String> {
+    fn lstat_resolved(&self, path: &str) -> Result<Option<Kind>, FsError> {
         let (m, p) = self.locate(path);
-        m.fs.lstat(&p).map_err(|e| format!("{path}: {e}"))
+        m.fs.lstat(&p).map_err(|e| e.at(path))
     }
 
-    fn read_link_resolved(&self, path: &str) -> Result<String, String> {
+    fn read_link_resolved(&self, path: &str) -> Result<String, FsError> {
         let (m, p) = self.locate(path);
-        let t = m.fs.read_link(&p).map_err(|e| format!("{path}: {e}"))?;
-        String::from_utf8(t).map_err(|_| format!("{path}: symlink target is not UTF-8"))
+        let t = m.fs.read_link(&p).map_err(|e| e.at(path))?;
+        String::from_utf8(t).map_err(|_| FsError::resolve(path, "symlink target is not UTF-8"))
     }
 }
 
@@ -274,9 +280,9 @@ impl Lookup for Guest {
 /// tests implement it over a map.
 pub trait Lookup {
     /// What `path` names, not following a final symlink; `Ok(None)` if absent.
-    fn lstat_resolved(&self, path: &str) -> Result<Option<Kind>, String>;
+    fn lstat_resolved(&self, path: &str) -> Result<Option<Kind>, FsError>;
     /// The target of the symlink `path`.
-    fn read_link_resolved(&self, path: &str) -> Result<String, String>;
+    fn read_link_resolved(&self, path: &str) -> Result<String, FsError>;
 }
 
 /// Resolves `path` inside the guest. With `follow_last`, a final symlink
@@ -287,9 +293,12 @@ pub fn resolve_in<L: Lookup + ?Sized>(
     l: &L,
     path: &str,
     follow_last: bool,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, FsError> {
     if path.len() > MAX_PATH_LEN {
-        return Err(format!("path too long ({} bytes)", path.len()));
+        return Err(FsError::resolve(
+            path.get(..64).unwrap_or("?"),
+            format!("path too long ({} bytes)", path.len()),
+        ));
     }
     // Components still to walk, front first.
     let mut pending: std::collections::VecDeque<String> =
@@ -300,7 +309,7 @@ pub fn resolve_in<L: Lookup + ?Sized>(
     while let Some(c) = pending.pop_front() {
         budget = budget
             .checked_sub(1)
-            .ok_or("path resolution takes too many steps")?;
+            .ok_or_else(|| FsError::resolve(path, "path resolution takes too many steps"))?;
         if c == ".." {
             done.pop();
             continue;
@@ -313,8 +322,9 @@ pub fn resolve_in<L: Lookup + ?Sized>(
             Some(Kind::Symlink) if !last || follow_last => {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
-                    return Err(format!(
-                        "{path}: more than {MAX_SYMLINK_HOPS} symlinks (loop?)"
+                    return Err(FsError::resolve(
+                        path,
+                        format!("more than {MAX_SYMLINK_HOPS} symlinks (loop?)"),
                     ));
                 }
                 let target = l.read_link_resolved(&cur)?;
@@ -325,7 +335,10 @@ pub fn resolve_in<L: Lookup + ?Sized>(
                 let mut total: usize = pending.iter().map(|p| p.len() + 1).sum();
                 total += target.len();
                 if total > MAX_PATH_LEN {
-                    return Err(format!("{path}: path too long after following links"));
+                    return Err(FsError::resolve(
+                        path,
+                        "path too long after following links",
+                    ));
                 }
                 for t in components(&target).collect::<Vec<_>>().into_iter().rev() {
                     pending.push_front(t.to_owned());
@@ -403,7 +416,7 @@ mod tests {
     struct MapTree(std::collections::HashMap<&'static str, Option<&'static str>>);
 
     impl Lookup for MapTree {
-        fn lstat_resolved(&self, path: &str) -> Result<Option<Kind>, String> {
+        fn lstat_resolved(&self, path: &str) -> Result<Option<Kind>, FsError> {
             if path == "/" {
                 return Ok(Some(Kind::Dir));
             }
@@ -421,13 +434,16 @@ mod tests {
                 .any(|k| k.starts_with(&dir))
                 .then_some(Kind::Dir))
         }
-        fn read_link_resolved(&self, path: &str) -> Result<String, String> {
+        fn read_link_resolved(&self, path: &str) -> Result<String, FsError> {
             self.0
                 .get(path)
                 .copied()
                 .flatten()
                 .map(str::to_owned)
-                .ok_or_else(|| "not a link".to_owned())
+                .ok_or_else(|| FsError::WrongKind {
+                    path: path.to_owned(),
+                    why: "not a symlink",
+                })
         }
     }
 
@@ -470,7 +486,7 @@ mod tests {
         assert_eq!(r("/esc").unwrap().as_deref(), Some("/etc/passwd"));
         assert_eq!(r("/dangling").unwrap(), None);
         assert_eq!(r("/nothing/here").unwrap(), None);
-        assert!(r("/loop/a").unwrap_err().contains("symlinks"));
+        assert!(r("/loop/a").unwrap_err().to_string().contains("symlinks"));
         // Not following the last link.
         assert_eq!(
             resolve_in(&t, "/bin/sh", false).unwrap().as_deref(),

@@ -77,9 +77,53 @@ pub enum FsError {
         /// "not a directory", "not a regular file", "not a symlink".
         why: &'static str,
     },
+    /// Path resolution in the guest tree failed: a symlink loop, a path
+    /// over the length limit, a link target that is not UTF-8.
+    #[error("{path}: {why}")]
+    Resolve {
+        /// The path asked for.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A file over the size imgcheck reads whole for this purpose.
+    #[error("{path}: {size} bytes, over the {cap}-byte limit for this file")]
+    TooLarge {
+        /// The guest path.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        cap: u64,
+    },
+    /// An error reading the guest file `path`.
+    #[error("{path}: {source}")]
+    At {
+        /// The guest path asked for.
+        path: String,
+        /// The filesystem's error.
+        #[source]
+        source: Box<FsError>,
+    },
 }
 
 impl FsError {
+    /// This error, attributed to the guest path `path`.
+    pub fn at(self, path: &str) -> Self {
+        Self::At {
+            path: path.to_owned(),
+            source: Box::new(self),
+        }
+    }
+
+    /// Shorthand for [`FsError::Resolve`].
+    pub fn resolve(path: &str, why: impl Into<String>) -> Self {
+        Self::Resolve {
+            path: path.to_owned(),
+            why: why.into(),
+        }
+    }
+
     /// Shorthand for [`FsError::Corrupt`].
     pub fn corrupt(
         fs: &'static str,

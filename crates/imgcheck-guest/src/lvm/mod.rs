@@ -219,11 +219,7 @@ fn build_vg(name: &str, vg: &Section, found: &[FoundPv], out: &mut Scan) {
 }
 
 /// The segments of one LV, in LV order, or why it cannot be read.
-fn build_lv(
-    lv: &Section,
-    extent: u64,
-    pvmap: &PvMap,
-) -> Result<Vec<Segment>, String> {
+fn build_lv(lv: &Section, extent: u64, pvmap: &PvMap) -> Result<Vec<Segment>, String> {
     let mut segs = Vec::new();
     let mut next = 0u64;
     let mut sorted: Vec<&Section> = lv.sections.iter().map(|(_, s)| s).collect();
