@@ -214,7 +214,15 @@ impl Xfs {
         let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
         let end = start.saturating_add(len);
         let bad = |why: String| corrupt(ino.name(), ino.offset, why);
-        for e in map {
+        // Skip the extents that end before `start` (the map is sorted), so
+        // reading a directory block by block stays linear in its extents.
+        let first = map.partition_point(|e| {
+            e.off
+                .checked_add(e.len)
+                .and_then(|x| x.checked_mul(bs))
+                .is_some_and(|x| x <= start)
+        });
+        for e in map.get(first..).unwrap_or_default() {
             let (Some(e_start), Some(e_end)) = (
                 e.off.checked_mul(bs),
                 e.off.checked_add(e.len).and_then(|x| x.checked_mul(bs)),

@@ -225,6 +225,14 @@ impl Xfs {
             return Err(limit(format!("bytes read from {}", ino.name()), MAX_READ));
         }
         let n = usize::try_from(want).map_err(|_| limit("read size".into(), MAX_READ))?;
+        if !matches!(ino.format, inode::Format::Extents | inode::Format::Btree) && n > 0 {
+            // XFS never stores a regular file's data in the inode.
+            return Err(corrupt(
+                ino.name(),
+                ino.offset,
+                "regular file without a block map",
+            ));
+        }
         let mut buf = vec![0u8; n];
         if n > 0 {
             let end_block = want.div_ceil(self.sb.block_size);
@@ -264,3 +272,6 @@ impl GuestFs for Xfs {
         self.read_inode(&i, max)
     }
 }
+
+#[cfg(test)]
+mod tests;
