@@ -19,6 +19,8 @@ use imgcheck_source::{ByteSource, SourceError};
 
 use crate::report::FsKind;
 
+pub mod xfs;
+
 /// What a path names, without following a final symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -187,6 +189,7 @@ pub trait GuestFs: fmt::Debug {
 pub fn open(kind: FsKind, src: Arc<dyn ByteSource>) -> Option<Result<Rc<dyn GuestFs>, FsError>> {
     match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Some(crate::ext::open(src)),
+        FsKind::Xfs => Some(xfs::open(src)),
         _ => None,
     }
 }
