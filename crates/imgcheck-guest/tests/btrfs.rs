@@ -424,7 +424,7 @@ fn mutated_metadata_never_panics_and_stays_bounded() {
     assert!(nodes.len() > 10, "only {} tree nodes found", nodes.len());
     let base: Arc<dyn ByteSource> = disk.clone();
     let mut rng = Rng(0x5eed_b7f5);
-    let iterations = 400;
+    let iterations = 2000;
     let mut worst = (Duration::ZERO, 0u64);
     for i in 0..iterations {
         let (at, mut block) = if i % 8 == 0 {

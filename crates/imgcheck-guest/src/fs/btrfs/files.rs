@@ -6,6 +6,8 @@
 //! through its DIR_INDEX items; a file is read from its EXTENT_DATA items,
 //! only those overlapping the bytes asked for.
 
+use std::rc::Rc;
+
 use super::compress::{self, MAX_STORED};
 use super::items::{
     DIR_INDEX, DIR_ITEM, EXTENT_DATA, Extent, INODE_ITEM, Inode, ROOT_ITEM, dir_entries, name_hash,
@@ -75,26 +77,22 @@ impl Fs {
     /// as the facts compare names as strings).
     pub(super) fn list(&self, tree: &Tree, ino: u64, max: usize) -> Result<Vec<String>, FsError> {
         let mut out = Vec::new();
-        let mut items = Vec::new();
         self.reader
             .scan(tree.root, Key::new(ino, DIR_INDEX, 0), max, |k, d, at| {
                 if k.objectid != ino || k.ty != DIR_INDEX {
                     return Ok(false);
                 }
-                items.push((d.to_vec(), at));
+                for e in dir_entries(d, at)? {
+                    if let Ok(n) = String::from_utf8(e.name)
+                        && out.len() < max
+                        && n != "."
+                        && n != ".."
+                    {
+                        out.push(n);
+                    }
+                }
                 Ok(true)
             })?;
-        for (d, at) in items {
-            for e in dir_entries(&d, at)? {
-                if let Ok(n) = String::from_utf8(e.name)
-                    && out.len() < max
-                    && n != "."
-                    && n != ".."
-                {
-                    out.push(n);
-                }
-            }
-        }
         Ok(out)
     }
 
@@ -115,30 +113,66 @@ impl Fs {
                 limit: MAX_READ,
             });
         }
-        let want_usize = usize::try_from(want).unwrap_or(0);
-        let mut buf = vec![0u8; want_usize];
-        let mut extents = Vec::new();
+        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(0)];
+        let mut budget = Budget {
+            left: want.saturating_mul(4).saturating_add(4 << 20),
+            last: None,
+        };
         let start = Key::new(ino, EXTENT_DATA, 0);
         self.reader
             .scan(tree.root, start, MAX_EXTENTS, |k, d, at| {
                 if k.objectid != ino || k.ty != EXTENT_DATA || k.offset >= want {
                     return Ok(false);
                 }
-                extents.push((k.offset, Extent::parse(d, at)?, at));
+                // `k.offset < want <= buf.len()` from the filter above.
+                let pos = usize::try_from(k.offset).unwrap_or(usize::MAX);
+                let dst = buf.get_mut(pos..).unwrap_or_default();
+                self.fill(Extent::parse(d, at)?, dst, at, &mut budget)?;
                 Ok(true)
             })?;
-        for (pos, e, at) in extents {
-            // `pos < want <= usize::MAX` from the scan's filter.
-            let pos = usize::try_from(pos).unwrap_or(usize::MAX);
-            let dst = buf.get_mut(pos..).unwrap_or_default();
-            self.fill(e, dst, at)?;
-        }
         Ok(buf)
+    }
+
+    /// The decoded compressed extent at `disk_bytenr`, from the budget's
+    /// last one when it is the same (consecutive file extents often share
+    /// one compressed extent after partial overwrites).
+    fn decoded(
+        &self,
+        e: (u8, u64, u64, u64),
+        at: u64,
+        budget: &mut Budget,
+    ) -> Result<Rc<Vec<u8>>, FsError> {
+        let (compression, disk_bytenr, disk_num_bytes, ram_bytes) = e;
+        if let Some((b, d)) = &budget.last
+            && *b == disk_bytenr
+            && d.len() as u64 == ram_bytes
+        {
+            return Ok(d.clone());
+        }
+        if disk_num_bytes > MAX_STORED {
+            return Err(FsError::LimitExceeded {
+                fs: FS,
+                what: format!("stored size {disk_num_bytes} of the compressed extent at {at}"),
+                limit: MAX_STORED,
+            });
+        }
+        budget.spend(disk_num_bytes.saturating_add(ram_bytes), at)?;
+        let mut stored = vec![0u8; usize::try_from(disk_num_bytes).unwrap_or(0)];
+        self.reader.read_logical(disk_bytenr, &mut stored)?;
+        let out = Rc::new(compress::decode(
+            compression,
+            &stored,
+            ram_bytes,
+            self.sb.sectorsize,
+            at,
+        )?);
+        budget.last = Some((disk_bytenr, out.clone()));
+        Ok(out)
     }
 
     /// Copies what extent `e` holds into `dst` (the file from the extent's
     /// start to the end of the read), as far as both go.
-    fn fill(&self, e: Extent, dst: &mut [u8], at: u64) -> Result<(), FsError> {
+    fn fill(&self, e: Extent, dst: &mut [u8], at: u64, budget: &mut Budget) -> Result<(), FsError> {
         let copy = |dst: &mut [u8], src: &[u8]| {
             let n = dst.len().min(src.len());
             dst.get_mut(..n)
@@ -163,6 +197,7 @@ impl Fs {
                 ram_bytes,
                 data,
             } => {
+                budget.spend(ram_bytes, at)?;
                 let out = compress::decode(compression, &data, ram_bytes, self.sb.sectorsize, at)?;
                 copy(dst, &out);
                 Ok(())
@@ -180,6 +215,8 @@ impl Fs {
                 let from = disk_bytenr
                     .checked_add(offset)
                     .ok_or_else(|| corrupt("file extent", at, "address overflows"))?;
+                // Overlapping extents would re-read the same bytes.
+                budget.spend(n as u64, at)?;
                 self.reader
                     .read_logical(from, dst.get_mut(..n).unwrap_or_default())
             }
@@ -191,19 +228,11 @@ impl Fs {
                 num_bytes,
                 ram_bytes,
             } => {
-                if disk_num_bytes > MAX_STORED {
-                    return Err(FsError::LimitExceeded {
-                        fs: FS,
-                        what: format!(
-                            "stored size {disk_num_bytes} of the compressed extent at {at}"
-                        ),
-                        limit: MAX_STORED,
-                    });
-                }
-                let mut stored = vec![0u8; usize::try_from(disk_num_bytes).unwrap_or(0)];
-                self.reader.read_logical(disk_bytenr, &mut stored)?;
-                let out =
-                    compress::decode(compression, &stored, ram_bytes, self.sb.sectorsize, at)?;
+                let out = self.decoded(
+                    (compression, disk_bytenr, disk_num_bytes, ram_bytes),
+                    at,
+                    budget,
+                )?;
                 let start = usize::try_from(offset).unwrap_or(usize::MAX);
                 let n = usize::try_from(num_bytes)
                     .unwrap_or(usize::MAX)
@@ -220,5 +249,29 @@ impl Fs {
                 Ok(())
             }
         }
+    }
+}
+
+/// What one file read may still read and decode: overlapping extents, or
+/// extents that all point at the same 128 KiB compressed extent, must not
+/// make a 1 MiB read read or decode gigabytes.
+struct Budget {
+    /// Bytes of compressed input plus decoded output still allowed.
+    left: u64,
+    /// The last compressed extent decoded (logical address, bytes).
+    last: Option<(u64, Rc<Vec<u8>>)>,
+}
+
+impl Budget {
+    fn spend(&mut self, n: u64, at: u64) -> Result<(), FsError> {
+        self.left = self
+            .left
+            .checked_sub(n)
+            .ok_or_else(|| FsError::LimitExceeded {
+                fs: FS,
+                what: format!("bytes decoded for one file read (extent at {at})"),
+                limit: self.left,
+            })?;
+        Ok(())
     }
 }

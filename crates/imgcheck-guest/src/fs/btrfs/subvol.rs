@@ -27,6 +27,14 @@ const MAX_DEPTH: usize = 64;
 impl Fs {
     /// The tree of subvolume `id` (5 = top level).
     pub(super) fn subvolume(&self, id: u64) -> Result<Tree, FsError> {
+        // Ids 1-255 (but 5) are the internal trees (root, extent, chunk...).
+        if id != FS_TREE && id < FIRST_FREE {
+            return Err(corrupt(
+                "root tree",
+                self.root_tree.logical,
+                format!("{id} is not a subvolume id"),
+            ));
+        }
         let mut found = None;
         self.reader.scan(
             self.root_tree,
@@ -49,13 +57,6 @@ impl Fs {
                 format!("no root item for subvolume {id}"),
             )
         })?;
-        if id != FS_TREE && id < FIRST_FREE {
-            return Err(corrupt(
-                "root tree",
-                self.root_tree.logical,
-                format!("{id} is not a subvolume id"),
-            ));
-        }
         Ok(Tree {
             id,
             root: Root {
