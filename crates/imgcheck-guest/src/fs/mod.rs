@@ -11,6 +11,8 @@
 //! treat every byte as hostile: bounded reads, checked arithmetic, capped
 //! loops, and an [`FsError`] (never a panic) for anything it cannot read.
 
+pub mod btrfs;
+
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -190,6 +192,7 @@ pub fn open(kind: FsKind, src: Arc<dyn ByteSource>) -> Option<Result<Rc<dyn Gues
     match kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Some(crate::ext::open(src)),
         FsKind::Xfs => Some(xfs::open(src)),
+        FsKind::Btrfs => Some(btrfs::open(src)),
         _ => None,
     }
 }
