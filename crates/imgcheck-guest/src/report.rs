@@ -175,6 +175,10 @@ pub struct OsFacts {
     pub version_id: Option<String>,
     /// os-release PRETTY_NAME, if known.
     pub pretty_name: Option<String>,
+    /// os-release VARIANT_ID (`coreos` on Fedora CoreOS, `cloud`), if set.
+    pub variant_id: Option<String>,
+    /// os-release ID_LIKE (`rhel centos fedora`), if set.
+    pub id_like: Option<String>,
     /// CPU architecture from the ELF header of /sbin/init or /bin/sh
     /// (`x86_64`, `aarch64`, `i386`, `arm`, `riscv64`, ...).
     pub architecture: Option<String>,
