@@ -161,6 +161,8 @@ fn printable(c: char) -> bool {
 /// Composes the events of `text` into nodes; returns the arena and the
 /// root of the single document (`None` for an empty stream).
 fn compose(text: &str) -> Result<(Vec<Node>, Option<NodeId>), YamlError> {
+    // Character ranges of quoted and block scalars, where PyYAML allows tabs.
+    let mut tab_ok: Vec<(usize, usize)> = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
     let mut anchors: HashMap<usize, NodeId> = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -170,7 +172,12 @@ fn compose(text: &str) -> Result<(Vec<Node>, Option<NodeId>), YamlError> {
         t.map(|t| format!("{}{}", t.handle, t.suffix))
     };
     for ev in Parser::new_from_str(text) {
-        let (ev, _span) = ev.map_err(|e| YamlError::Syntax(e.to_string()))?;
+        let (ev, span) = ev.map_err(|e| YamlError::Syntax(e.to_string()))?;
+        if let Event::Scalar(_, style, _, _) = &ev
+            && *style != ScalarStyle::Plain
+        {
+            tab_ok.push((span.start.index(), span.end.index()));
+        }
         let seq_start = matches!(ev, Event::SequenceStart(..));
         let new_node = match ev {
             Event::DocumentStart(_) => {
@@ -237,7 +244,36 @@ fn compose(text: &str) -> Result<(Vec<Node>, Option<NodeId>), YamlError> {
             attach(&mut nodes, &mut stack, &mut root, id);
         }
     }
+    check_tabs(text, &tab_ok)?;
     Ok((nodes, root))
+}
+
+/// PyYAML's scanner skips only spaces between tokens: a tab anywhere but
+/// inside a quoted or block scalar or a comment is "found character '\t'
+/// that cannot start any token" (YAML 1.2 parsers accept it as separation).
+fn check_tabs(text: &str, allowed: &[(usize, usize)]) -> Result<(), YamlError> {
+    let mut ranges = allowed.iter().peekable();
+    let mut in_comment = false;
+    let mut prev = '\n';
+    for (i, c) in text.chars().enumerate() {
+        while ranges.peek().is_some_and(|r| r.1 <= i) {
+            ranges.next();
+        }
+        let inside = ranges.peek().is_some_and(|r| r.0 <= i && i < r.1);
+        if c == '\n' {
+            in_comment = false;
+        } else if !inside && !in_comment {
+            if c == '#' && matches!(prev, ' ' | '\t' | '\n' | '\r') {
+                in_comment = true;
+            } else if c == '\t' {
+                return Err(YamlError::Syntax(
+                    "found character '\\t' that cannot start any token".into(),
+                ));
+            }
+        }
+        prev = c;
+    }
+    Ok(())
 }
 
 /// Adds node `id` to the open collection (or makes it the root).
@@ -793,6 +829,9 @@ mod tests {
                 "construction work (aliases or merge keys)"
             ))
         );
+        assert!(load_config("a:\tb\n").is_err());
+        assert!(load_config("a: \"x\ty\" # c\td\n").is_ok());
+        assert!(load_config("a: |\n  x\ty\n").is_ok());
         let deep = "[".repeat(10_000);
         assert!(load_config(&format!("a: {deep}")).is_err());
     }
