@@ -141,3 +141,89 @@ fn imgcheck_agrees_with_pyyaml_safe_load() {
         bad.join("\n")
     );
 }
+
+/// Hostile variants of every corpus file (byte flips, truncation, inserted
+/// YAML syntax, a file repeated to near the 1 MiB cap, anchors and merge
+/// keys multiplied): loading never panics and stays fast.
+#[test]
+fn mutated_configs_never_panic_and_stay_bounded() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    // xorshift, reduced to usize for indexing.
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed >> 40).unwrap_or(0)
+    };
+    let inserts: &[&str] = &[
+        "[",
+        "{",
+        "]",
+        "}",
+        "&a ",
+        "*a",
+        "<<: ",
+        "!!seq ",
+        "!!map ",
+        "---\n",
+        "? ",
+        "- ",
+        "'",
+        "\"",
+        "|\n",
+        ">-\n",
+        "\t",
+        "\u{FEFF}",
+        "%YAML 1.1\n",
+        "!!binary ",
+        "#",
+        ": ",
+        ",",
+    ];
+    let start = std::time::Instant::now();
+    let mut loads = 0usize;
+    for p in corpus() {
+        let base = std::fs::read(&p).unwrap();
+        for _ in 0..150 {
+            let mut b = base.clone();
+            match next() % 4 {
+                0 => {
+                    for _ in 0..4 {
+                        if !b.is_empty() {
+                            let i = next() % b.len();
+                            b[i] ^= 1 << (next() % 8);
+                        }
+                    }
+                }
+                1 => b.truncate(next() % (b.len() + 1)),
+                _ => {
+                    for _ in 0..3 {
+                        let at = next() % (b.len() + 1);
+                        let ins = inserts[next() % inserts.len()];
+                        b.splice(at..at, ins.bytes());
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            let _ = load(&text);
+            let _ = parse_datasource_list(&text);
+            loads += 1;
+        }
+    }
+    // Near the size cap: a real file repeated, and a flow list with
+    // thousands of aliases to a nested anchor.
+    let big = std::fs::read_to_string(corpus()[0].clone())
+        .unwrap()
+        .repeat(300);
+    let _ = load(&big);
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x]\n");
+    for i in 1..60 {
+        let p = format!("*a{}", i - 1);
+        bomb.push_str(&format!("a{i}: &a{i} [{}]\n", [p.as_str(); 8].join(", ")));
+    }
+    bomb.push_str(&"datasource_list: [*a59, *a59, *a59]\n".repeat(2000));
+    let _ = load(&bomb);
+    let took = start.elapsed();
+    assert!(loads > 3000);
+    assert!(took.as_secs() < 60, "{loads} loads took {took:?}");
+}

@@ -787,6 +787,23 @@ mod tests {
         );
         assert_eq!(v.codes(), [codes::GUEST_UNVERIFIED]);
         assert!(v.findings[0].message.contains("inline_data"));
+        // FreeBSD on UFS: bsd-cloudinit and rc.conf are out of reach, and
+        // the warning says so.
+        let mut g = good_guest();
+        g.root = None;
+        g.filesystems[1].kind = FsKind::Ufs;
+        g.guest.os.kind = "unknown".into();
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(v.codes(), [codes::GUEST_UNVERIFIED]);
+        assert!(v.pass);
+        let m = &v.findings[0].message;
+        assert!(m.contains("FreeBSD") && m.contains("bsd-cloudinit"), "{m}");
         let mut g = good_guest();
         g.guest.os.kind = "windows".into();
         g.filesystems[1].kind = FsKind::Ntfs;
