@@ -178,6 +178,10 @@ pub struct OsFacts {
     pub version_id: Option<String>,
     /// os-release PRETTY_NAME, if known.
     pub pretty_name: Option<String>,
+    /// os-release VARIANT_ID (`coreos` on Fedora CoreOS, `cloud`), if set.
+    pub variant_id: Option<String>,
+    /// os-release ID_LIKE (`rhel centos fedora`), if set.
+    pub id_like: Option<String>,
     /// CPU architecture from the ELF header of /sbin/init or /bin/sh
     /// (`x86_64`, `aarch64`, `i386`, `arm`, `riscv64`, ...).
     pub architecture: Option<String>,
@@ -197,13 +201,28 @@ pub struct CloudInitFacts {
     /// Alternatives found: any of `cloudbase-init`, `coreos-cloudinit`,
     /// `ignition`, `bsd-cloudinit`.
     pub alternatives: Vec<String>,
-    /// The effective datasource_list, if any config sets it.
+    /// The effective datasource_list: the configured one, or, when nothing
+    /// configures one, the default that governs at boot (ds-identify's
+    /// order on systemd images that run it, else cloud-init's built-in
+    /// list). `None` only when no guest was read.
     pub datasource_list: Option<Vec<String>>,
-    /// Where the winning datasource_list came from (file, or "kernel
-    /// command line in /boot/grub/grub.cfg").
+    /// Where the effective datasource_list came from, in words (a file,
+    /// "kernel command line in /boot/grub/grub.cfg", or which default).
     pub datasource_source: Option<String>,
+    /// Who decided it: `kernel_cmdline`, `config`, `ds_identify_default`
+    /// or `builtin_default`.
+    pub datasource_decided_by: Option<String>,
+    /// ds-identify runs at boot (cloud-init's systemd generator and
+    /// ds-identify are installed).
+    pub ds_identify: bool,
     /// `system_info.default_user.name`, if set.
     pub default_user: Option<String>,
+    /// What disables cloud-init (`/etc/cloud/cloud-init.disabled`,
+    /// `cloud-init=disabled` on a kernel command line), one line each.
+    pub disabled_by: Vec<String>,
+    /// Configuration files cloud-init would ignore (YAML that PyYAML's
+    /// safe_load refuses, a document that is not a mapping), with why.
+    pub ignored_configs: Vec<String>,
 }
 
 /// The SSH daemon.
@@ -218,6 +237,9 @@ pub struct SshdFacts {
     pub enabled: Option<bool>,
     /// `systemd`, `sysvinit`, `openrc`, `rc.d` (BSD), or `None`.
     pub init_system: Option<String>,
+    /// systemd units for sshd that are masked (a /dev/null link or an
+    /// empty unit file), e.g. `ssh.service`.
+    pub masked_units: Vec<String>,
     /// What the decision rests on (symlink paths, masks, rc.conf lines).
     pub evidence: Vec<String>,
 }

@@ -173,3 +173,105 @@ fn dist_info_version() {
         Some("/usr/local/lib/python3.11/dist-packages/cloud_init-23.4.1.dist-info/METADATA")
     );
 }
+
+/// Fedora CoreOS and Flatcar are provisioned by Ignition: the alternative
+/// is found and KakaoCloud's admin_user is `core`.
+#[test]
+fn ignition_families() {
+    let r = build(|t| {
+        write(
+            t,
+            "/usr/lib/os-release",
+            b"NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=40\nVARIANT_ID=coreos\n",
+        );
+        link(t, "/etc/os-release", "../usr/lib/os-release");
+        write(
+            t,
+            "/usr/lib/dracut/modules.d/35ignition/module-setup.sh",
+            b"#!/bin/bash\n",
+        );
+        write(t, "/usr/lib/systemd/systemd", ELF_X86_64);
+        write(t, "/usr/sbin/sshd", ELF_X86_64);
+    });
+    let g = &r.guest;
+    assert_eq!(g.os.id.as_deref(), Some("fedora"));
+    assert_eq!(g.os.variant_id.as_deref(), Some("coreos"));
+    assert_eq!(g.cloud_init.alternatives, ["ignition"]);
+    assert!(!g.cloud_init.installed);
+    assert_eq!(g.kakaocloud.admin_user.as_deref(), Some("core"));
+    let r = build(|t| {
+        write(
+            t,
+            "/usr/lib/os-release",
+            b"NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nVERSION_ID=3815.2.2\n",
+        );
+        link(t, "/etc/os-release", "../usr/lib/os-release");
+        write(t, "/usr/bin/coreos-cloudinit", ELF_X86_64);
+        write(t, "/usr/bin/ignition", ELF_X86_64);
+    });
+    let g = &r.guest;
+    assert_eq!(g.os.id.as_deref(), Some("flatcar"));
+    assert_eq!(g.cloud_init.alternatives, ["coreos-cloudinit", "ignition"]);
+    assert_eq!(g.kakaocloud.distro.as_deref(), Some("flatcar"));
+    assert_eq!(g.kakaocloud.admin_user.as_deref(), Some("core"));
+}
+
+/// CentOS 7's layout with only the egg-info file (a distutils install)
+/// still gives the version.
+#[test]
+fn python2_egg_info_file() {
+    let r = build(|t| {
+        write(t, "/etc/os-release", b"ID=\"centos\"\nVERSION_ID=\"7\"\n");
+        write(
+            t,
+            "/usr/lib/python2.7/site-packages/cloud_init-0.7.5-py2.7.egg-info",
+            b"Metadata-Version: 1.0\nName: cloud-init\nVersion: 0.7.5\n",
+        );
+    });
+    let ci = &r.guest.cloud_init;
+    assert!(ci.installed);
+    assert_eq!(ci.version.as_deref(), Some("0.7.5"));
+    assert_eq!(
+        ci.version_source.as_deref(),
+        Some("/usr/lib/python2.7/site-packages/cloud_init-0.7.5-py2.7.egg-info")
+    );
+}
+
+/// A drop-in cloud-init ignores is reported with the reason, and the
+/// weaker files' list applies.
+#[test]
+fn ignored_dropin_is_reported() {
+    let r = build(|t| {
+        write(t, "/etc/os-release", b"ID=debian\n");
+        write(t, "/usr/bin/cloud-init", b"#!/usr/bin/python3\n");
+        write(
+            t,
+            "/etc/cloud/cloud.cfg",
+            b"datasource_list: [ConfigDrive, NoCloud]\n",
+        );
+        write(
+            t,
+            "/etc/cloud/cloud.cfg.d/99-bad.cfg",
+            b"datasource_list: [NoCloud]\nx: !!python/name:os.system\n",
+        );
+        write(
+            t,
+            "/etc/cloud/cloud.cfg.d/50-notcfg.txt",
+            b"datasource_list: [NoCloud]\n",
+        );
+    });
+    let ci = &r.guest.cloud_init;
+    assert_eq!(
+        ci.datasource_list.as_deref(),
+        Some(&["ConfigDrive".to_owned(), "NoCloud".to_owned()][..])
+    );
+    assert_eq!(
+        ci.datasource_source.as_deref(),
+        Some("/etc/cloud/cloud.cfg")
+    );
+    assert_eq!(ci.ignored_configs.len(), 1, "{:?}", ci.ignored_configs);
+    assert!(
+        ci.ignored_configs[0]
+            .starts_with("/etc/cloud/cloud.cfg.d/99-bad.cfg: ignored by cloud-init")
+    );
+}

@@ -36,8 +36,15 @@ pub const PARTITION_TABLE_MISSING: &str = "partition_table.missing";
 pub const PARTITION_TABLE_PRESENT: &str = "partition_table.present";
 /// The root filesystem is not ext3 or ext4.
 pub const FILESYSTEM_UNSUPPORTED: &str = "filesystem.unsupported";
-/// No operating system (root filesystem) was found.
+/// The root filesystem is XFS or btrfs, or sits on LVM: the provider does
+/// not say whether it supports that (UNCONFIRMED).
+pub const FILESYSTEM_UNCONFIRMED: &str = "filesystem.unconfirmed";
+/// No operating system (root filesystem) was found, and every filesystem on
+/// the disk was read.
 pub const OS_NOT_FOUND: &str = "os.not_found";
+/// The root filesystem could not be read or found because imgcheck cannot
+/// read a filesystem on the disk; the guest rules were not verified.
+pub const GUEST_UNVERIFIED: &str = "guest.unverified";
 /// The operating system is one the provider does not take (Windows).
 pub const OS_UNSUPPORTED: &str = "os.unsupported";
 /// Neither cloud-init nor an alternative is installed.
@@ -46,6 +53,12 @@ pub const CLOUD_INIT_MISSING: &str = "cloud_init.missing";
 pub const CLOUD_INIT_TOO_OLD: &str = "cloud_init.too_old";
 /// cloud-init is installed but its version could not be read.
 pub const CLOUD_INIT_VERSION_UNKNOWN: &str = "cloud_init.version_unknown";
+/// cloud-init is disabled (`/etc/cloud/cloud-init.disabled`, or
+/// `cloud-init=disabled` on the kernel command line).
+pub const CLOUD_INIT_DISABLED: &str = "cloud_init.disabled";
+/// A cloud-init configuration file that cloud-init ignores (its YAML does
+/// not load, or is not a mapping).
+pub const CLOUD_INIT_CONFIG_IGNORED: &str = "cloud_init.config_ignored";
 /// `datasource_list` names NoCloud before ConfigDrive.
 pub const CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE: &str = "cloud_init.nocloud_before_configdrive";
 /// `datasource_list` names none of the provider's datasources.
@@ -83,11 +96,15 @@ pub const ALL: &[&str] = &[
     PARTITION_TABLE_MISSING,
     PARTITION_TABLE_PRESENT,
     FILESYSTEM_UNSUPPORTED,
+    FILESYSTEM_UNCONFIRMED,
     OS_NOT_FOUND,
+    GUEST_UNVERIFIED,
     OS_UNSUPPORTED,
     CLOUD_INIT_MISSING,
     CLOUD_INIT_TOO_OLD,
     CLOUD_INIT_VERSION_UNKNOWN,
+    CLOUD_INIT_DISABLED,
+    CLOUD_INIT_CONFIG_IGNORED,
     CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE,
     CLOUD_INIT_DATASOURCE_MISSING,
     SSHD_MISSING,

@@ -281,6 +281,60 @@ pub(crate) fn unread_filesystems(guest: &GuestReport) -> String {
     }
 }
 
+/// Why the root could not be read, when the reason is a filesystem
+/// imgcheck cannot read (not a disk without an OS): one clause per such
+/// filesystem, naming it, where it is and why, plus inspection's notes on
+/// files it could not read. `None` when a root was found or every
+/// filesystem was read.
+pub(crate) fn root_unreadable(input: &CheckInput<'_>, guest: &GuestReport) -> Option<String> {
+    if input.root_fs().is_some() {
+        return None;
+    }
+    let mut why: Vec<String> = guest
+        .filesystems
+        .iter()
+        .filter(|f| {
+            f.error.is_some()
+                || matches!(
+                    f.kind,
+                    FsKind::Xfs
+                        | FsKind::Btrfs
+                        | FsKind::LvmPv
+                        | FsKind::Luks
+                        | FsKind::Zfs
+                        | FsKind::Ufs
+                )
+        })
+        .map(|f| {
+            let at = f
+                .partition
+                .map_or_else(|| "the whole disk".to_owned(), |n| format!("partition {n}"));
+            match (&f.error, f.kind) {
+                (Some(e), k) => format!("{} on {at} could not be read ({e})", fs_name(k)),
+                (None, FsKind::Ufs) => format!(
+                    "ufs on {at} (a FreeBSD root?) is not read by imgcheck, so bsd-cloudinit or cloud-init and rc.conf's sshd_enable are out of its reach"
+                ),
+                (None, FsKind::Luks) => format!("luks on {at} is encrypted"),
+                (None, k) => format!("{} on {at} is not read by imgcheck", fs_name(k)),
+            }
+        })
+        .collect();
+    if why.is_empty() {
+        return None;
+    }
+    why.extend(
+        guest
+            .notes
+            .iter()
+            .filter(|n| n.contains("fstab mounts") || n.starts_with("guest file not read"))
+            .cloned(),
+    );
+    Some(why.join("; "))
+}
+
+/// What the guest rules of a profile check, for "could not verify" messages.
+pub(crate) const GUEST_CHECKS: &str = "the operating system, cloud-init (installed, version, datasource order, not disabled), sshd (installed, enabled at boot) and the kernel";
+
 /// The OS kind as inspection wrote it, empty or `unknown` meaning not found.
 pub(crate) fn os_kind(guest: &GuestReport) -> Option<&str> {
     let k = guest.guest.os.kind.as_str();

@@ -33,7 +33,7 @@ pub(crate) const DOC_XZ: &str = "https://github.com/coreos/fedora-coreos-tracker
 pub(crate) const MAX_UNCOMPRESSED: u64 = 100_000_000_000;
 
 /// cloud-init's documented minimum.
-const MIN_CLOUD_INIT: &[u64] = &[0, 7, 7];
+const MIN_CLOUD_INIT: &str = "0.7.7";
 
 /// The DigitalOcean profile.
 pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
@@ -44,15 +44,7 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
     size(input, out);
     let Some(guest) = input.guest else { return };
     partition_table(input, guest, out);
-    common::ext_root(
-        input,
-        guest,
-        out,
-        Severity::Error,
-        false,
-        "DigitalOcean requires images to support ext3 or ext4",
-        DOC_REQUIREMENTS,
-    );
+    filesystem(input, guest, out);
     if os(input, guest, out) {
         cloud_init(guest, out);
         sshd(guest, out);
@@ -78,7 +70,7 @@ fn url(input: &CheckInput<'_>, out: &mut Out) {
             codes::URL_HEAD_UNSUPPORTED,
             Severity::Error,
             "the server refuses HEAD requests for this URL; DigitalOcean's importer sends HEAD first and the import fails",
-            Some("serve the image from a host that answers HEAD (e.g. object storage with a public or presigned URL)".into()),
+            Some("serve the image from a host that answers HEAD for this URL, e.g. a public-read object in DigitalOcean Spaces (a URL presigned for GET is refused for HEAD)".into()),
             DOC_LIMITS,
         );
     }
@@ -187,6 +179,63 @@ fn partition_table(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) {
     }
 }
 
+/// `filesystem.unsupported` (error) for a root that is not ext and not one
+/// of the UNCONFIRMED kinds; `filesystem.unconfirmed` (warning) for a root
+/// on XFS, btrfs or LVM, which DigitalOcean's "must support ext3 or ext4"
+/// neither allows nor forbids (providers.md §1.1), and for those kinds when
+/// imgcheck could not read them to find the root.
+fn filesystem(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) {
+    use imgcheck_guest::FsKind;
+    let lvm = guest.filesystems.iter().any(|f| f.kind == FsKind::LvmPv);
+    let unconfirmed = |k: FsKind| matches!(k, FsKind::Xfs | FsKind::Btrfs);
+    let what = match input.root_fs() {
+        Some(fs) if common::is_ext(fs.kind) && !lvm => return,
+        Some(fs) if common::is_ext(fs.kind) || unconfirmed(fs.kind) => format!(
+            "the root filesystem is {}{}",
+            common::fs_name(fs.kind),
+            if lvm { " on LVM" } else { "" }
+        ),
+        Some(_) => {
+            common::ext_root(
+                input,
+                guest,
+                out,
+                Severity::Error,
+                false,
+                "DigitalOcean requires images to support ext3 or ext4",
+                DOC_REQUIREMENTS,
+            );
+            return;
+        }
+        None => {
+            let found: Vec<String> = guest
+                .filesystems
+                .iter()
+                .filter(|f| unconfirmed(f.kind) || f.kind == FsKind::LvmPv)
+                .map(|f| {
+                    let at = f
+                        .partition
+                        .map_or_else(|| "the whole disk".to_owned(), |n| format!("partition {n}"));
+                    format!("{} on {at}", common::fs_name(f.kind))
+                })
+                .collect();
+            if found.is_empty() {
+                return;
+            }
+            format!("the root is likely on {}", found.join(", "))
+        }
+    };
+    out.push(
+        codes::FILESYSTEM_UNCONFIRMED,
+        Severity::Warning,
+        format!(
+            "{what}; UNCONFIRMED: DigitalOcean documents only that images must support ext3 or ext4, and says nothing of XFS, btrfs or LVM roots"
+        ),
+        Some("if Droplets from it do not boot or resize, rebuild the image with an ext4 root on a plain partition".into()),
+        DOC_REQUIREMENTS,
+    );
+}
+
 /// `os.not_found` / `os.unsupported`. Returns true when a Unix-like OS was
 /// found, so that the guest-configuration rules have something to judge.
 fn os(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) -> bool {
@@ -205,12 +254,26 @@ fn os(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) -> bool {
             false
         }
         Some(_) if input.root_fs().is_some() => true,
+        _ if common::root_unreadable(input, guest).is_some() => {
+            let why = common::root_unreadable(input, guest).unwrap_or_default();
+            out.push(
+                codes::GUEST_UNVERIFIED,
+                Severity::Warning,
+                format!(
+                    "the root filesystem could not be read ({why}), so imgcheck could not verify {}; DigitalOcean requires all of them",
+                    common::GUEST_CHECKS
+                ),
+                Some("check those by hand in the image, or convert its root to ext4 so imgcheck can read it".into()),
+                DOC_REQUIREMENTS,
+            );
+            false
+        }
         _ => {
             out.push(
                 codes::OS_NOT_FOUND,
                 Severity::Error,
                 format!(
-                    "no operating system was found (no readable root filesystem with /etc/os-release or a known layout{}); DigitalOcean requires a Unix-like OS",
+                    "no operating system was found: every filesystem on the disk was read and none holds /etc/os-release, /usr/lib/os-release or a known layout{}; DigitalOcean requires a Unix-like OS",
                     common::unread_filesystems(guest)
                 ),
                 Some("check that the image holds an installed system, not an installer or an empty disk".into()),
@@ -221,7 +284,7 @@ fn os(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) -> bool {
     }
 }
 
-/// cloud-init ≥ 0.7.7 or an alternative; datasource order.
+/// cloud-init ≥ 0.7.7 or an alternative; not disabled; datasource order.
 fn cloud_init(guest: &GuestReport, out: &mut Out) {
     let ci = &guest.guest.cloud_init;
     if !ci.alternatives.is_empty() {
@@ -239,6 +302,48 @@ fn cloud_init(guest: &GuestReport, out: &mut Out) {
         );
         return;
     }
+    cloud_init_version(ci, out);
+    if !ci.disabled_by.is_empty() {
+        out.push(
+            codes::CLOUD_INIT_DISABLED,
+            Severity::Error,
+            format!(
+                "cloud-init is installed but disabled ({}); the Droplet would get no SSH key and no network configuration",
+                ci.disabled_by.join("; ")
+            ),
+            Some(disabled_hint(&ci.disabled_by)),
+            DOC_REQUIREMENTS,
+        );
+    }
+    for f in &ci.ignored_configs {
+        out.push(
+            codes::CLOUD_INIT_CONFIG_IGNORED,
+            Severity::Warning,
+            format!("{f}; whatever it sets (datasource_list included) does not apply"),
+            Some("fix the file so `python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1])))' FILE` loads it as a mapping".into()),
+            DOC_REQUIREMENTS,
+        );
+    }
+    datasource_order(ci, out);
+}
+
+/// The fix for each disable marker.
+fn disabled_hint(markers: &[String]) -> String {
+    let mut h = Vec::new();
+    if markers
+        .iter()
+        .any(|m| m.starts_with("/etc/cloud/cloud-init.disabled"))
+    {
+        h.push("delete /etc/cloud/cloud-init.disabled in the image".to_owned());
+    }
+    if markers.iter().any(|m| m.contains("kernel command line")) {
+        h.push("remove `cloud-init=disabled` from GRUB_CMDLINE_LINUX in /etc/default/grub and regenerate grub.cfg (`update-grub`, or `grub2-mkconfig -o /boot/grub2/grub.cfg`; for BLS entries `grubby --update-kernel=ALL --remove-args=cloud-init=disabled`)".to_owned());
+    }
+    h.join("; ")
+}
+
+/// `cloud_init.too_old` / `cloud_init.version_unknown`.
+fn cloud_init_version(ci: &imgcheck_guest::CloudInitFacts, out: &mut Out) {
     let from = ci
         .version_source
         .as_deref()
@@ -270,9 +375,12 @@ fn cloud_init(guest: &GuestReport, out: &mut Out) {
             DOC_REQUIREMENTS,
         ),
     }
+}
+
+/// NoCloud before ConfigDrive, judged on the list that governs at boot
+/// (configured, from the kernel command line, or the default that applies).
+fn datasource_order(ci: &imgcheck_guest::CloudInitFacts, out: &mut Out) {
     let Some(list) = &ci.datasource_list else {
-        // No list anywhere: ds-identify picks the datasource at boot and
-        // finds ConfigDrive; nothing to judge.
         return;
     };
     let at = |name: &str| {
@@ -284,9 +392,17 @@ fn cloud_init(guest: &GuestReport, out: &mut Out) {
         .as_deref()
         .unwrap_or("the cloud-init configuration");
     let shown = format!("[{}]", list.join(", "));
-    let fix = format!(
-        "edit {source} to read `datasource_list: [ ConfigDrive, DigitalOcean, NoCloud, None ]`, then run `cloud-init clean` in the image"
-    );
+    const GOOD: &str = "datasource_list: [ ConfigDrive, DigitalOcean, NoCloud, None ]";
+    let fix = match ci.datasource_decided_by.as_deref() {
+        Some("kernel_cmdline") if source.contains("/boot/loader/entries") => "remove the `ds=`/`ci.ds=` argument from the kernel command line (`grubby --update-kernel=ALL --remove-args=ds`, and from GRUB_CMDLINE_LINUX in /etc/default/grub), then run `cloud-init clean` in the image".to_owned(),
+        Some("kernel_cmdline") => "remove `ds=nocloud` (or `ci.ds=`) from GRUB_CMDLINE_LINUX in /etc/default/grub and run `update-grub` (`grub2-mkconfig -o /boot/grub2/grub.cfg` on RHEL-family images), then `cloud-init clean` in the image".to_owned(),
+        Some("config") => format!(
+            "edit {source} to read `{GOOD}`, then run `cloud-init clean` in the image"
+        ),
+        _ => format!(
+            "add /etc/cloud/cloud.cfg.d/99-digitalocean.cfg containing `{GOOD}` (keep it on one line: ds-identify reads only single-line lists), then run `cloud-init clean` in the image"
+        ),
+    };
     // NoCloud with no ConfigDrive after it is the same trouble as NoCloud
     // first (e.g. `ds=nocloud` on the kernel command line): ConfigDrive is
     // never reached.
@@ -302,7 +418,7 @@ fn cloud_init(guest: &GuestReport, out: &mut Out) {
             codes::CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE,
             Severity::Error,
             format!(
-                "datasource_list {shown} in {source} {order}; Droplets from this image will not function properly"
+                "datasource_list {shown} from {source} {order}; Droplets from this image will not function properly"
             ),
             Some(fix),
             DOC_REQUIREMENTS,
@@ -312,7 +428,7 @@ fn cloud_init(guest: &GuestReport, out: &mut Out) {
             codes::CLOUD_INIT_DATASOURCE_MISSING,
             Severity::Warning,
             format!(
-                "datasource_list {shown} in {source} names neither ConfigDrive nor DigitalOcean; cloud-init will not find the Droplet's metadata"
+                "datasource_list {shown} from {source} names neither ConfigDrive nor DigitalOcean; cloud-init will not find the Droplet's metadata"
             ),
             Some(fix),
             DOC_REQUIREMENTS,
@@ -344,6 +460,10 @@ fn sshd(guest: &GuestReport, out: &mut Out) {
                 evidence(&s.evidence)
             ),
             Some(match s.init_system.as_deref() {
+                Some("systemd") if !s.masked_units.is_empty() => format!(
+                    "the unit is masked: `systemctl unmask {0}` then `systemctl enable {0}` in the image (unmasking removes the /dev/null link or empty file)",
+                    s.masked_units.join(" ")
+                ),
                 Some("systemd") => "enable it in the image: `systemctl enable ssh` (Debian/Ubuntu) or `systemctl enable sshd`".into(),
                 Some("rc.d") => "add `sshd_enable=\"YES\"` to /etc/rc.conf".into(),
                 Some("openrc") => "`rc-update add sshd default`".into(),
@@ -589,22 +709,39 @@ mod tests {
 
     #[test]
     fn root_must_be_ext3_or_ext4() {
-        for (k, ok) in [
-            (FsKind::Ext4, true),
-            (FsKind::Ext3, true),
-            (FsKind::Ext2, true),
-            (FsKind::Xfs, false),
-            (FsKind::Btrfs, false),
+        // providers.md §1.1: ext3/ext4 required; XFS, btrfs and LVM
+        // UNCONFIRMED (a warning); anything else fails.
+        for (k, want) in [
+            (FsKind::Ext4, None),
+            (FsKind::Ext3, None),
+            (FsKind::Ext2, None),
+            (FsKind::Xfs, Some(codes::FILESYSTEM_UNCONFIRMED)),
+            (FsKind::Btrfs, Some(codes::FILESYSTEM_UNCONFIRMED)),
+            (FsKind::Ntfs, Some(codes::FILESYSTEM_UNSUPPORTED)),
         ] {
             let mut g = good_guest();
             g.filesystems[1].kind = k;
-            let want: &[&str] = if ok {
-                &[]
-            } else {
-                &[codes::FILESYSTEM_UNSUPPORTED]
-            };
-            assert_eq!(codes_of(&raw_image(), Some(&g)), want, "{k:?}");
+            let v = check(
+                Provider::DigitalOcean,
+                &CheckInput {
+                    image: &raw_image(),
+                    guest: Some(&g),
+                },
+            );
+            assert_eq!(v.codes(), want.into_iter().collect::<Vec<_>>(), "{k:?}");
+            assert_eq!(v.pass, want != Some(codes::FILESYSTEM_UNSUPPORTED), "{k:?}");
         }
+        // ext4 on LVM: UNCONFIRMED too.
+        let mut g = good_guest();
+        g.filesystems.push(imgcheck_guest::Filesystem {
+            kind: FsKind::LvmPv,
+            partition: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(
+            codes_of(&raw_image(), Some(&g)),
+            [codes::FILESYSTEM_UNCONFIRMED]
+        );
     }
 
     #[test]
@@ -613,8 +750,8 @@ mod tests {
         g.root = None;
         g.guest.os.kind = String::new();
         assert_eq!(codes_of(&raw_image(), Some(&g)), [codes::OS_NOT_FOUND]);
-        // A root imgcheck cannot read (XFS) is os.not_found alone, and the
-        // message says what was found.
+        // A root imgcheck cannot read (XFS) is a warning that says what
+        // was not verified, never os.not_found: the verdict passes.
         let mut g = good_guest();
         g.root = None;
         g.filesystems[1].kind = FsKind::Xfs;
@@ -627,12 +764,46 @@ mod tests {
                 guest: Some(&g),
             },
         );
-        assert_eq!(v.codes(), [codes::OS_NOT_FOUND]);
-        assert!(
-            v.findings[0].message.contains("xfs (partition 2)"),
-            "{}",
-            v.findings[0].message
+        assert_eq!(
+            v.codes(),
+            [codes::FILESYSTEM_UNCONFIRMED, codes::GUEST_UNVERIFIED]
         );
+        assert!(v.pass);
+        let m = &v.findings[1].message;
+        assert!(m.contains("xfs on partition 2 is not read"), "{m}");
+        assert!(m.contains("cloud-init") && m.contains("sshd"), "{m}");
+        // An ext4 imgcheck refused (unsupported feature): the same warning,
+        // naming the reason.
+        let mut g = good_guest();
+        g.root = None;
+        g.filesystems[1].error = Some("ext4: inline_data is not supported".into());
+        g.guest.os.kind = "unknown".into();
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(v.codes(), [codes::GUEST_UNVERIFIED]);
+        assert!(v.findings[0].message.contains("inline_data"));
+        // FreeBSD on UFS: bsd-cloudinit and rc.conf are out of reach, and
+        // the warning says so.
+        let mut g = good_guest();
+        g.root = None;
+        g.filesystems[1].kind = FsKind::Ufs;
+        g.guest.os.kind = "unknown".into();
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(v.codes(), [codes::GUEST_UNVERIFIED]);
+        assert!(v.pass);
+        let m = &v.findings[0].message;
+        assert!(m.contains("FreeBSD") && m.contains("bsd-cloudinit"), "{m}");
         let mut g = good_guest();
         g.guest.os.kind = "windows".into();
         g.filesystems[1].kind = FsKind::Ntfs;
@@ -708,6 +879,92 @@ mod tests {
         );
     }
 
+    /// Issue 10: disabled markers fail; a file cloud-init ignores is a
+    /// warning; the NoCloud hint fits where the list came from.
+    #[test]
+    fn cloud_init_disabled_ignored_and_hints() {
+        let run = |f: &dyn Fn(&mut GuestReport)| {
+            let mut g = good_guest();
+            f(&mut g);
+            let img = raw_image();
+            check(
+                Provider::DigitalOcean,
+                &CheckInput {
+                    image: &img,
+                    guest: Some(&g),
+                },
+            )
+        };
+        let v = run(&|g| {
+            g.guest.cloud_init.disabled_by = vec!["/etc/cloud/cloud-init.disabled exists".into()];
+        });
+        assert_eq!(v.codes(), [codes::CLOUD_INIT_DISABLED]);
+        assert!(!v.pass);
+        assert!(v.findings[0].hint.as_deref().unwrap().contains("delete"));
+        let v = run(&|g| {
+            g.guest.cloud_init.disabled_by = vec![
+                "cloud-init=disabled on the kernel command line in /boot/grub/grub.cfg".into(),
+            ];
+        });
+        assert!(
+            v.findings[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("GRUB_CMDLINE_LINUX")
+        );
+        let v = run(&|g| {
+            g.guest.cloud_init.ignored_configs = vec![
+                "/etc/cloud/cloud.cfg.d/90.cfg: ignored by cloud-init: more than one YAML document"
+                    .into(),
+            ];
+        });
+        assert_eq!(v.codes(), [codes::CLOUD_INIT_CONFIG_IGNORED]);
+        assert!(v.pass);
+        let nocloud = |by: &'static str, src: &'static str| {
+            run(&move |g| {
+                let ci = &mut g.guest.cloud_init;
+                ci.datasource_list = Some(vec!["NoCloud".into()]);
+                ci.datasource_source = Some(src.into());
+                ci.datasource_decided_by = Some(by.into());
+            })
+        };
+        let v = nocloud(
+            "kernel_cmdline",
+            "kernel command line in /boot/grub/grub.cfg",
+        );
+        assert_eq!(v.codes(), [codes::CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE]);
+        let h = v.findings[0].hint.clone().unwrap();
+        assert!(
+            h.contains("GRUB_CMDLINE_LINUX") && h.contains("update-grub"),
+            "{h}"
+        );
+        assert!(!h.contains("to read"), "{h}");
+        let v = nocloud("builtin_default", "cloud-init's built-in default");
+        let h = v.findings[0].hint.clone().unwrap();
+        assert!(h.contains("/etc/cloud/cloud.cfg.d/"), "{h}");
+        let v = nocloud("config", "/etc/cloud/cloud.cfg");
+        let h = v.findings[0].hint.clone().unwrap();
+        assert!(h.starts_with("edit /etc/cloud/cloud.cfg to read"), "{h}");
+    }
+
+    #[test]
+    fn head_hint_does_not_suggest_presigned() {
+        let mut img = raw_image();
+        img.head_supported = Some(false);
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&good_guest()),
+            },
+        );
+        assert_eq!(v.codes(), [codes::URL_HEAD_UNSUPPORTED]);
+        let h = v.findings[0].hint.clone().unwrap();
+        assert!(!h.contains("or presigned"), "{h}");
+        assert!(h.contains("public-read"), "{h}");
+    }
+
     #[test]
     fn sshd_rules() {
         let run = |f: &dyn Fn(&mut GuestReport)| {
@@ -728,6 +985,13 @@ mod tests {
         let v = run(&|g| g.guest.sshd.enabled = Some(false));
         assert_eq!(v.codes(), [codes::SSHD_NOT_ENABLED]);
         assert!(!v.pass);
+        let v = run(&|g| {
+            g.guest.sshd.enabled = Some(false);
+            g.guest.sshd.masked_units = vec!["ssh.service".into()];
+        });
+        assert_eq!(v.codes(), [codes::SSHD_NOT_ENABLED]);
+        let h = v.findings[0].hint.clone().unwrap();
+        assert!(h.contains("systemctl unmask ssh.service"), "{h}");
         let v = run(&|g| g.guest.sshd.enabled = None);
         assert_eq!(v.codes(), [codes::SSHD_ENABLED_UNKNOWN]);
         assert!(v.pass, "could not tell is a warning");

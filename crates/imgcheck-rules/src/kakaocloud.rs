@@ -26,16 +26,27 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
     out.push(
         codes::KAKAOCLOUD_VOLUME_IMPORT,
         Severity::Info,
-        "KakaoCloud's public API creates images only from a root volume; importing an image file is UNCONFIRMED",
+        "KakaoCloud's public API creates images only from a root (bootable) volume; importing an image file is UNCONFIRMED",
         Some(
-            "write the image to a volume from an instance (`qemu-img convert -O raw IMAGE /dev/vdX`), then create the image from that volume"
+            "write the image onto a volume from an instance (`qemu-img convert -O raw IMAGE /dev/vdX`); the volume must then serve as a root (bootable) volume, since images are made only from root volumes (UNCONFIRMED whether a converted data volume qualifies), and create the image from it (`POST /api/v1/volumes/{volume_id}/image`)"
                 .into(),
         ),
         DOC_IMAGE_API,
     );
     let Some(guest) = input.guest else { return };
     let os = common::os_kind(guest);
-    if os.is_none() || input.root_fs().is_none() {
+    if let Some(why) = common::root_unreadable(input, guest) {
+        out.push(
+            codes::GUEST_UNVERIFIED,
+            Severity::Warning,
+            format!(
+                "UNCONFIRMED: the root filesystem could not be read ({why}), so imgcheck could not verify {} nor derive os_info",
+                common::GUEST_CHECKS
+            ),
+            Some("check those by hand in the image".into()),
+            DOC_IMAGE,
+        );
+    } else if os.is_none() || input.root_fs().is_none() {
         out.push(
             codes::OS_NOT_FOUND,
             Severity::Warning,
@@ -55,6 +66,18 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
                     Severity::Warning,
                     "UNCONFIRMED: cloud-init is not installed; KakaoCloud instances are likely set up (SSH keys, network) by cloud-init",
                     Some("install the distribution's cloud-init package".into()),
+                    DOC_IMAGE,
+                );
+            }
+            if !guest.guest.cloud_init.disabled_by.is_empty() {
+                out.push(
+                    codes::CLOUD_INIT_DISABLED,
+                    Severity::Warning,
+                    format!(
+                        "UNCONFIRMED: cloud-init is disabled ({}); instances would get no SSH key or network setup from it",
+                        guest.guest.cloud_init.disabled_by.join("; ")
+                    ),
+                    Some("remove the marker (delete /etc/cloud/cloud-init.disabled; drop `cloud-init=disabled` from the kernel command line)".into()),
                     DOC_IMAGE,
                 );
             }

@@ -75,6 +75,18 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
             DOC_UPLOAD,
         );
     }
+    if unix_root && !guest.guest.cloud_init.disabled_by.is_empty() {
+        out.push(
+            codes::CLOUD_INIT_DISABLED,
+            Severity::Info,
+            format!(
+                "cloud-init is disabled ({}); it is optional on Linode (upload without the cloud-init flag)",
+                guest.guest.cloud_init.disabled_by.join("; ")
+            ),
+            None,
+            DOC_UPLOAD,
+        );
+    }
     common::boot_warnings(input, guest, out, false, DOC_UPLOAD);
 }
 

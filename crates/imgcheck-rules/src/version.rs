@@ -1,79 +1,171 @@
 //! Comparing package versions as distributions write them.
 //!
-//! cloud-init versions reach us as upstream versions (`0.7.7`, `22.4.2`) or
-//! as package versions with an epoch and a distribution revision
-//! (`1:23.1.1-0ubuntu1~22.04.1`, `0.7.5-10.el7`). Only the upstream numbers
-//! matter for "at least 0.7.7", so the epoch and everything from the first
-//! `-`, `+` or `~` are dropped and the rest compared as dotted numbers.
+//! cloud-init versions reach us as upstream versions (`0.7.7`, `22.4.2`,
+//! Python's `0.7.7rc1`) or as package versions with an epoch and a
+//! distribution revision (`1:23.1.1-0ubuntu1~22.04.1`, `0.7.5-10.el7`).
+//! Only the upstream part matters for "at least 0.7.7", so the epoch and the
+//! revision (from the last `-`) are dropped and the rest is compared with
+//! Debian's ordering (deb-version(7): alternating non-digit and digit runs;
+//! `~` sorts before anything, even the end; letters before other
+//! characters). Python pre-release suffixes (PEP 440 `a`, `b`, `rc`,
+//! `.dev`, ...) are first rewritten the way Debian packagers write them,
+//! `0.7.7rc1` → `0.7.7~rc1`, so a pre-release sorts before its release.
 
 use std::cmp::Ordering;
 
-/// The numeric components of the upstream part of `v`, or `None` when it
-/// does not start with a number.
-///
-/// A component stops at its first non-digit (`4rc1` → 4); missing trailing
-/// components count as zero in [`compare`].
-pub fn upstream_numbers(v: &str) -> Option<Vec<u64>> {
+/// The upstream part of a package version: no epoch, no revision, PEP 440
+/// pre-release suffixes written with `~`. `None` when it does not start with
+/// a digit (then it is not a version we can judge).
+pub fn upstream(v: &str) -> Option<String> {
     let v = v.trim();
     // A Debian epoch ("1:") is only a prefix of digits before a colon.
     let v = match v.split_once(':') {
-        Some((epoch, rest)) if epoch.bytes().all(|b| b.is_ascii_digit()) => rest,
+        Some((epoch, rest)) if !epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_digit()) => {
+            rest
+        }
         _ => v,
     };
     let v = v.strip_prefix(['v', 'V']).unwrap_or(v);
-    let upstream = v.split(['-', '+', '~']).next().unwrap_or("");
-    let mut out = Vec::new();
-    for part in upstream.split('.') {
-        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-        // A component without digits ends the numeric part ("23.1.x").
-        let Ok(n) = digits.parse::<u64>() else { break };
-        out.push(n);
-        // "4rc1": the suffix ends the numeric part too.
-        if digits.len() != part.len() {
-            break;
-        }
+    // The revision follows the last hyphen (Debian and RPM alike).
+    let v = v.rsplit_once('-').map_or(v, |(u, _)| u);
+    if !v.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
     }
-    if out.is_empty() { None } else { Some(out) }
+    Some(pep440_tilde(v))
 }
 
-/// Compares two parsed versions, missing components as zero.
-pub fn compare(a: &[u64], b: &[u64]) -> Ordering {
-    let n = a.len().max(b.len());
-    (0..n)
-        .map(|i| {
-            let x = a.get(i).copied().unwrap_or(0);
-            let y = b.get(i).copied().unwrap_or(0);
-            x.cmp(&y)
-        })
-        .find(|o| o.is_ne())
-        .unwrap_or(Ordering::Equal)
+/// `0.7.7rc1` → `0.7.7~rc1`, `24.1.dev3` → `24.1~dev3`: a letter run that
+/// PEP 440 reads as a pre-release, right after a digit, gets a `~`.
+fn pep440_tilde(v: &str) -> String {
+    const PRE: &[&str] = &[
+        "rc", "alpha", "beta", "a", "b", "c", "pre", "preview", "dev",
+    ];
+    let mut out = String::with_capacity(v.len() + 1);
+    let chars: Vec<char> = v.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let after_digit = i > 0 && chars[i - 1].is_ascii_digit();
+        let dot_then = c == '.' && i > 0 && chars[i - 1].is_ascii_digit();
+        let start = if dot_then { i + 1 } else { i };
+        if (after_digit && c.is_ascii_alphabetic()) || dot_then {
+            let word: String = chars[start..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            let next = chars.get(start + word.len());
+            if PRE.contains(&word.to_ascii_lowercase().as_str())
+                && next.is_none_or(char::is_ascii_digit)
+            {
+                out.push('~');
+                out.push_str(&word);
+                i = start + word.len();
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
-/// `Some(true)` when `v` is at least `min`, `None` when `v` cannot be read.
-pub fn at_least(v: &str, min: &[u64]) -> Option<bool> {
-    upstream_numbers(v).map(|n| compare(&n, min) != Ordering::Less)
+/// Debian's weight of a character in a non-digit run: `~` lowest (below
+/// the end of the run, weight 0), then letters, then everything else.
+fn weight(c: Option<u8>) -> i32 {
+    match c {
+        None => 0,
+        Some(b'~') => -1,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+        Some(c) => i32::from(c) + 256,
+    }
+}
+
+/// Compares two version strings with Debian's algorithm (dpkg verrevcmp).
+pub fn debian_cmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < a.len() || j < b.len() {
+        // Non-digit run.
+        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
+            let wa = weight(a.get(i).copied().filter(|c| !c.is_ascii_digit()));
+            let wb = weight(b.get(j).copied().filter(|c| !c.is_ascii_digit()));
+            if wa != wb {
+                return wa.cmp(&wb);
+            }
+            if i < a.len() && !a[i].is_ascii_digit() {
+                i += 1;
+            }
+            if j < b.len() && !b[j].is_ascii_digit() {
+                j += 1;
+            }
+        }
+        // Digit run: skip leading zeros, then longer is larger, then lexical.
+        while a.get(i) == Some(&b'0') {
+            i += 1;
+        }
+        while b.get(j) == Some(&b'0') {
+            j += 1;
+        }
+        let da = a[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let db = b[j..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let o = da.cmp(&db).then_with(|| a[i..i + da].cmp(&b[j..j + db]));
+        if o != Ordering::Equal {
+            return o;
+        }
+        i += da;
+        j += db;
+    }
+    Ordering::Equal
+}
+
+/// `Some(true)` when the upstream part of `v` is at least `min` (an
+/// upstream version such as "0.7.7"), `None` when `v` cannot be read.
+pub fn at_least(v: &str, min: &str) -> Option<bool> {
+    upstream(v).map(|u| debian_cmp(&u, min) != Ordering::Less)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MIN: &[u64] = &[0, 7, 7];
+    const MIN: &str = "0.7.7";
 
     #[test]
-    fn forms_seen_in_images() {
-        assert_eq!(upstream_numbers("0.7.7"), Some(vec![0, 7, 7]));
-        assert_eq!(upstream_numbers("22.4.2"), Some(vec![22, 4, 2]));
-        assert_eq!(upstream_numbers("23.1.1-0ubuntu1"), Some(vec![23, 1, 1]));
-        assert_eq!(upstream_numbers("0.7.5-10.el7"), Some(vec![0, 7, 5]));
+    fn upstream_parts() {
+        assert_eq!(upstream("0.7.7").as_deref(), Some("0.7.7"));
+        assert_eq!(upstream("23.1.1-0ubuntu1").as_deref(), Some("23.1.1"));
+        assert_eq!(upstream("0.7.5-10.el7").as_deref(), Some("0.7.5"));
         assert_eq!(
-            upstream_numbers("1:23.1.1-0ubuntu1~22.04.1"),
-            Some(vec![23, 1, 1])
+            upstream("1:23.1.1-0ubuntu1~22.04.1").as_deref(),
+            Some("23.1.1")
         );
-        assert_eq!(upstream_numbers("24.1~3gb729a4c"), Some(vec![24, 1]));
-        assert_eq!(upstream_numbers("25.1rc1"), Some(vec![25, 1]));
-        assert_eq!(upstream_numbers("unknown"), None);
-        assert_eq!(upstream_numbers(""), None);
+        assert_eq!(upstream("0.7.7rc1").as_deref(), Some("0.7.7~rc1"));
+        assert_eq!(upstream("24.1.dev3").as_deref(), Some("24.1~dev3"));
+        assert_eq!(upstream("23.4.4-r0").as_deref(), Some("23.4.4"));
+        assert_eq!(upstream("unknown"), None);
+        assert_eq!(upstream(""), None);
+    }
+
+    /// Orderings from deb-version(7) and dpkg's own test cases.
+    #[test]
+    fn debian_ordering() {
+        use Ordering::*;
+        for (a, b, o) in [
+            ("1.0~rc1", "1.0", Less),
+            ("1.0~~", "1.0~~a", Less),
+            ("1.0~", "1.0", Less),
+            ("1.0", "1.0a", Less),
+            ("1.0a", "1.0+", Less),
+            ("0.7.10", "0.7.9", Greater),
+            ("1.002", "1.2", Equal),
+            ("0.7.7~bzr1160", "0.7.7", Less),
+            ("0.7.7", "0.7.7", Equal),
+            ("0.8", "0.7.7", Greater),
+        ] {
+            assert_eq!(debian_cmp(a, b), o, "{a} vs {b}");
+            assert_eq!(debian_cmp(b, a), o.reverse(), "{b} vs {a}");
+        }
     }
 
     #[test]
@@ -86,7 +178,10 @@ mod tests {
         assert_eq!(at_least("22.4.2", MIN), Some(true));
         assert_eq!(at_least("23.1.1-0ubuntu1", MIN), Some(true));
         assert_eq!(at_least("0.8", MIN), Some(true));
-        assert_eq!(at_least("0.7", MIN), Some(false), "0.7 = 0.7.0");
+        assert_eq!(at_least("0.7", MIN), Some(false), "0.7 < 0.7.7");
+        assert_eq!(at_least("0.7.7~bzr1160-0ubuntu1", MIN), Some(false));
+        assert_eq!(at_least("0.7.7rc1", MIN), Some(false));
+        assert_eq!(at_least("0.7.7-1", MIN), Some(true));
         assert_eq!(at_least("garbage", MIN), None);
     }
 }

@@ -4,11 +4,16 @@
 //! The version comes, most precise first, from cloud-init's own Python
 //! package (`cloudinit/version.py`; from 26.1 on the meson-generated
 //! `cloudinit/meson_versions.py`), then the dpkg, apk and pacman databases.
-//! rpm databases (sqlite / BerkeleyDB) are not read; on RPM systems the
-//! Python package usually answers.
+//! rpm databases (sqlite / BerkeleyDB) are not read: every RPM build of
+//! cloud-init (CentOS 7 to RHEL 10, Fedora, openSUSE) installs its Python
+//! package with `version.py` and egg-info metadata, which answer first;
+//! reading the rpmdb would need an SQLite b-tree reader plus an RPM header
+//! parser over a file of tens of MB, for a case (the Python files deleted
+//! but the package still registered) we have not seen. The gap shows as
+//! `cloud_init.version_unknown`, never as a wrong version.
 
 use crate::report::CloudInitFacts;
-use crate::root::Guest;
+use crate::root::{Guest, Kind};
 
 /// Package databases can be large; the cap is higher than for config files.
 const PKGDB_CAP: u64 = 64 * 1024 * 1024;
@@ -50,7 +55,30 @@ pub fn version_from_python(version_py: Option<&str>, meson_py: Option<&str>) -> 
         return Some(v);
     }
     let v = version_py?;
-    real(py_assign(v, "__VERSION__")).or_else(|| real(py_assign(v, "_PACKAGED_VERSION")))
+    real(py_assign(v, "__VERSION__"))
+        .or_else(|| real(py_assign(v, "_PACKAGED_VERSION")))
+        .or_else(|| real(py_call_arg(v, "StrictVersion")))
+        .or_else(|| real(py_call_arg(v, "LooseVersion")))
+}
+
+/// The string argument of the first `NAME("value")` call in Python source:
+/// cloud-init up to 0.7.6 wrote its version as
+/// `vr.StrictVersion("0.7.5")` (CentOS 7's package).
+pub fn py_call_arg(text: &str, name: &str) -> Option<String> {
+    for l in text.lines().take(10_000) {
+        let Some(at) = l.find(name) else { continue };
+        let rest = l.get(at + name.len()..)?.trim_start();
+        let Some(rest) = rest.strip_prefix('(') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        for q in ['"', '\''] {
+            if let Some(inner) = rest.strip_prefix(q).and_then(|r| r.split(q).next()) {
+                return Some(inner.to_owned());
+            }
+        }
+    }
+    None
 }
 
 /// `Version:` of an installed package in a dpkg status file.
@@ -122,10 +150,12 @@ pub fn metadata_version(text: &str) -> Option<String> {
 fn python_dirs(g: &Guest) -> Vec<String> {
     let mut out = vec!["/usr/lib/python3/dist-packages".to_owned()];
     for base in ["/usr/lib", "/usr/lib64", "/usr/local/lib"] {
+        // python2.7 too: CentOS 7 and other old images run cloud-init on
+        // Python 2.
         for d in g
             .list_dir(base)
             .into_iter()
-            .filter(|d| d.starts_with("python3"))
+            .filter(|d| d.starts_with("python3") || d.starts_with("python2"))
             .take(MAX_PY_DIRS)
         {
             for sub in ["dist-packages", "site-packages"] {
@@ -169,7 +199,13 @@ pub fn gather(g: &Guest) -> CloudInitFacts {
                 } else {
                     continue;
                 };
-                let p = format!("{d}/{e}/{meta}");
+                // A distutils install writes the egg-info as one file, not
+                // a directory.
+                let p = if matches!(g.stat(&format!("{d}/{e}")), Some(Kind::File(_))) {
+                    format!("{d}/{e}")
+                } else {
+                    format!("{d}/{e}/{meta}")
+                };
                 if let Some(v) = g.read_text(&p).as_deref().and_then(metadata_version) {
                     f.installed = true;
                     f.version = Some(v);
@@ -279,6 +315,12 @@ mod tests {
         assert_eq!(version_from_python(Some(v26), None), None);
         assert_eq!(
             version_from_python(Some("version = '0.7.5'\n__VERSION__ = '0.7.5'"), None).as_deref(),
+            Some("0.7.5")
+        );
+        // CentOS 7's cloud-init 0.7.5.
+        let c7 = "from distutils import version as vr\n\n\ndef version():\n    return vr.StrictVersion(\"0.7.5\")\n";
+        assert_eq!(
+            version_from_python(Some(c7), None).as_deref(),
             Some("0.7.5")
         );
     }

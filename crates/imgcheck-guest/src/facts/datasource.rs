@@ -1,42 +1,59 @@
-//! cloud-init's effective `datasource_list` and `system_info.default_user`.
+//! cloud-init's effective `datasource_list`, who decides it, the
+//! `system_info.default_user`, and the markers that disable cloud-init.
 //!
-//! Precedence, as cloud-init and ds-identify apply it:
-//! 1. `/etc/cloud/cloud.cfg`, then `/etc/cloud/cloud.cfg.d/*.cfg` in lexical
-//!    order; lists are replaced, not merged, so the last file that sets
-//!    `datasource_list` wins whole (an empty list counts as set);
-//! 2. a `ds=`, `ci.ds=` or `ci.datasource=` on the kernel command line
-//!    (grub.cfg `linux` lines, or `GRUB_CMDLINE_LINUX*` in /etc/default/grub)
-//!    beats every file.
+//! Configuration is read as cloud-init reads it (`util.read_conf_with_confd`,
+//! `read_conf_d`, `mergemanydict` in cloudinit/util.py):
+//! * each file is loaded with PyYAML `safe_load` semantics ([`super::yaml`]);
+//!   a file that does not parse, or whose document is not a mapping, counts
+//!   as `{}` (cloud-init logs a warning and goes on);
+//! * `/etc/cloud/cloud.cfg.d/*.cfg` (or the directory cloud.cfg's `conf_d`
+//!   names) are merged in reverse lexical order with the default mergers,
+//!   so for every key the lexically last file that sets it wins; nested
+//!   mappings merge key by key, lists and scalars are replaced whole
+//!   (`datasource_list` is never concatenated); the drop-ins beat cloud.cfg.
 //!
-//! The YAML parser here is purpose-built and bounded: it understands a
-//! top-level `datasource_list:` key with a flow list (`[a, 'b']`, possibly
-//! over several lines) or a block list (`- a`), quotes and comments, and the
-//! nested `system_info: default_user: name:` mapping. It never recurses and
-//! never reads more than [`MAX_FLOW`] bytes for one list.
+//! Who decides the list at boot, strongest first:
+//! 1. `ds=`, `ci.ds=` or `ci.datasource=` on the kernel command line (grub.cfg
+//!    `linux` lines, BLS entries, grubenv `kernelopts`, `GRUB_CMDLINE_LINUX*`
+//!    in /etc/default/grub): ds-identify then searches only that one;
+//! 2. the configuration files, when one sets `datasource_list`;
+//! 3. nothing configured: on a systemd image whose cloud-init ships the
+//!    generator and ds-identify, ds-identify's own default order
+//!    (`DI_DSLIST_DEFAULT`, ConfigDrive before NoCloud) governs at boot; on
+//!    any other image cloud-init's built-in list (settings.py `CFG_BUILTIN`,
+//!    NoCloud first).
+//!
+//! Disabled markers (ds-identify `is_disabled`, the systemd generator):
+//! `/etc/cloud/cloud-init.disabled`, or `cloud-init=disabled` on the kernel
+//! command line.
 
-use crate::root::Guest;
+use super::yaml::{self, Value};
+use crate::root::{Guest, Kind};
 
-/// Most bytes a single flow list may span.
-pub const MAX_FLOW: usize = 64 * 1024;
 /// Most items kept from one list.
 pub const MAX_ITEMS: usize = 256;
 /// Most drop-in files read from cloud.cfg.d.
 pub const MAX_DROPINS: usize = 256;
+/// Most BLS entries read.
+const MAX_BLS: usize = 64;
 
-/// Known datasource names, for normalising the case of `ds=nocloud`.
-const KNOWN: &[&str] = &[
+/// cloud-init's built-in `datasource_list` (cloudinit/settings.py
+/// `CFG_BUILTIN`, canonical/cloud-init at 04eacd06).
+pub const BUILTIN_LIST: &[&str] = &[
     "NoCloud",
-    "NoCloudNet",
     "ConfigDrive",
+    "LXD",
     "OpenNebula",
     "DigitalOcean",
     "Azure",
     "AltCloud",
+    "VMware",
     "OVF",
     "MAAS",
     "GCE",
     "OpenStack",
     "AliYun",
+    "Vultr",
     "Ec2",
     "CloudSigma",
     "CloudStack",
@@ -49,9 +66,6 @@ const KNOWN: &[&str] = &[
     "Exoscale",
     "RbxCloud",
     "UpCloud",
-    "VMware",
-    "Vultr",
-    "LXD",
     "NWCS",
     "Akamai",
     "WSL",
@@ -59,12 +73,60 @@ const KNOWN: &[&str] = &[
     "None",
 ];
 
+/// ds-identify's default search order (tools/ds-identify
+/// `DI_DSLIST_DEFAULT`, same commit).
+pub const DS_IDENTIFY_LIST: &[&str] = &[
+    "MAAS",
+    "ConfigDrive",
+    "NoCloud",
+    "AltCloud",
+    "Azure",
+    "Bigstep",
+    "CloudSigma",
+    "CloudStack",
+    "DigitalOcean",
+    "Vultr",
+    "AliYun",
+    "Ec2",
+    "GCE",
+    "OpenNebula",
+    "OpenStack",
+    "VMware",
+    "OVF",
+    "SmartOS",
+    "Scaleway",
+    "Hetzner",
+    "IBMCloud",
+    "Oracle",
+    "Exoscale",
+    "RbxCloud",
+    "UpCloud",
+    "LXD",
+    "NWCS",
+    "Akamai",
+    "WSL",
+    "CloudCIX",
+];
+
 /// The canonical spelling of a datasource name, if we know it.
 pub fn canonical(name: &str) -> String {
-    KNOWN
+    BUILTIN_LIST
         .iter()
+        .chain(["NoCloudNet"].iter())
         .find(|k| k.eq_ignore_ascii_case(name))
         .map_or_else(|| name.to_owned(), |k| (*k).to_owned())
+}
+
+/// Who decided the effective list (serialised in the report).
+pub mod decided_by {
+    /// A `ds=` / `ci.ds=` on the kernel command line.
+    pub const KERNEL_CMDLINE: &str = "kernel_cmdline";
+    /// A configuration file.
+    pub const CONFIG: &str = "config";
+    /// ds-identify's default order (systemd images with the generator).
+    pub const DS_IDENTIFY_DEFAULT: &str = "ds_identify_default";
+    /// cloud-init's built-in default.
+    pub const BUILTIN_DEFAULT: &str = "builtin_default";
 }
 
 /// What [`gather`] found.
@@ -72,193 +134,146 @@ pub fn canonical(name: &str) -> String {
 pub struct DatasourceFacts {
     /// The effective list.
     pub list: Option<Vec<String>>,
-    /// Where it came from.
+    /// Where it came from, in words.
     pub source: Option<String>,
+    /// One of the [`decided_by`] values.
+    pub decided_by: Option<String>,
     /// `system_info.default_user.name`.
     pub default_user: Option<String>,
+    /// Configuration files cloud-init would ignore, with the reason.
+    pub ignored: Vec<String>,
+    /// Markers that disable cloud-init, in words.
+    pub disabled_by: Vec<String>,
+    /// ds-identify runs at boot (the systemd generator and ds-identify).
+    pub ds_identify: bool,
 }
 
-/// Strips a YAML comment (`#` at the start or after whitespace, outside
-/// quotes).
-fn strip_comment(s: &str) -> &str {
-    let mut quote: Option<char> = None;
-    let mut prev_space = true;
-    for (i, c) in s.char_indices() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '\'' => quote = Some(c),
-            None if c == '#' && prev_space => return &s[..i],
-            None => {}
-        }
-        prev_space = c.is_whitespace();
+/// One configuration file loaded the way cloud-init's read_conf does:
+/// `Ok(None)` for an empty document, `Err` (the reason) for one cloud-init
+/// ignores.
+pub fn load(text: &str) -> Result<Option<Value>, yaml::YamlError> {
+    yaml::load_config(text)
+}
+
+/// Items of a `datasource_list` value: a sequence's items rendered, a
+/// scalar as a one-item list (so a finding can name it), null as unset.
+fn list_items(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Null => None,
+        Value::Seq(items) => Some(items.iter().take(MAX_ITEMS).map(|i| i.render()).collect()),
+        other => Some(vec![other.render()]),
     }
-    s
 }
 
-/// A scalar: trimmed, outer quotes removed.
-fn scalar(s: &str) -> String {
-    let s = s.trim();
-    for q in ['"', '\''] {
-        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q))
-            && s.len() >= 2
-        {
-            return inner.to_owned();
-        }
+/// `system_info.default_user.name` of a loaded configuration.
+fn default_user_of(cfg: &Value) -> Option<String> {
+    let name = cfg.get("system_info")?.get("default_user")?.get("name")?;
+    match &**name {
+        Value::Null => None,
+        v => Some(v.render()),
     }
-    s.to_owned()
 }
 
-/// Splits the inside of a flow list on commas outside quotes.
-fn split_flow(inner: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    for c in inner.chars() {
-        match quote {
-            Some(q) if c == q => {
-                quote = None;
-                cur.push(c);
-            }
-            Some(_) => cur.push(c),
-            None if c == '"' || c == '\'' => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            None if c == ',' => out.push(std::mem::take(&mut cur)),
-            None => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out.into_iter()
-        .map(|s| scalar(&s))
-        .filter(|s| !s.is_empty())
-        .take(MAX_ITEMS)
-        .collect()
-}
-
-/// The value of a top-level `datasource_list` key in one YAML document:
-/// `Some(list)` when the file sets it (the last occurrence wins, as in
-/// PyYAML), `None` when it does not (or sets it to null).
+/// `datasource_list` of one configuration text, as cloud-init reads that
+/// file alone (`None` when it does not set one or is ignored).
 pub fn parse_datasource_list(text: &str) -> Option<Vec<String>> {
-    let lines: Vec<&str> = text.lines().take(100_000).collect();
-    let mut result = None;
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        i += 1;
-        // Top-level key only: no indentation.
-        let Some(rest) = line.strip_prefix("datasource_list") else {
-            continue;
-        };
-        let Some(val) = rest.trim_start().strip_prefix(':') else {
-            continue;
-        };
-        let val = strip_comment(val).trim();
-        if val.starts_with('[') {
-            // Flow list, possibly continued on later lines.
-            let mut buf = val.to_owned();
-            while !buf.contains(']') && i < lines.len() && buf.len() < MAX_FLOW {
-                buf.push(' ');
-                buf.push_str(strip_comment(lines[i]));
-                i += 1;
-            }
-            let inner = buf
-                .strip_prefix('[')
-                .map(|b| b.split(']').next().unwrap_or(""))
-                .unwrap_or("");
-            result = Some(split_flow(inner));
-        } else if val.is_empty() {
-            // Block list: `- item` lines (indented or not) until another key.
-            let mut items = Vec::new();
-            while i < lines.len() {
-                let l = strip_comment(lines[i]);
-                let t = l.trim();
-                if t.is_empty() {
-                    i += 1;
-                    continue;
-                }
-                if let Some(item) = t.strip_prefix('-') {
-                    if items.len() < MAX_ITEMS {
-                        items.push(scalar(item));
-                    }
-                    i += 1;
-                } else {
-                    break;
-                }
-            }
-            // `datasource_list:` with nothing under it is null.
-            result = (!items.is_empty()).then_some(items);
-        } else if val == "~" || val == "null" {
-            result = None;
-        } else {
-            // A bare scalar is not a list; cloud-init would reject it. Treat
-            // it as a one-item list so the finding can name it.
-            result = Some(vec![scalar(val)]);
-        }
-    }
-    result
+    let cfg = load(text).ok()??;
+    list_items(cfg.get("datasource_list")?)
 }
 
-/// Indentation of a line (spaces; a tab counts as one).
-fn indent(l: &str) -> usize {
-    l.len() - l.trim_start().len()
-}
-
-/// `system_info.default_user.name` from one YAML document, if set.
+/// `system_info.default_user.name` of one configuration text.
 pub fn parse_default_user(text: &str) -> Option<String> {
-    let mut found = None;
-    // The indentation of the `system_info:` and `default_user:` keys we
-    // are inside, if any.
-    let mut in_system_info: Option<usize> = None;
-    let mut in_default_user: Option<usize> = None;
-    for raw in text.lines().take(100_000) {
-        let l = strip_comment(raw);
-        if l.trim().is_empty() {
-            continue;
-        }
-        let ind = indent(l);
-        let t = l.trim();
-        if in_default_user.is_some_and(|d| ind <= d) {
-            in_default_user = None;
-        }
-        if in_system_info.is_some_and(|d| ind <= d) {
-            in_system_info = None;
-        }
-        if ind == 0 {
-            // A new top-level key; `system_info:` opens the block we want.
-            if t.starts_with("system_info:") {
-                in_system_info = Some(0);
-            }
-            continue;
-        }
-        if let Some(si) = in_system_info {
-            if in_default_user.is_none() {
-                if let Some(v) = t.strip_prefix("default_user:")
-                    && ind > si
-                {
-                    let v = v.trim();
-                    if let Some(inner) = v.strip_prefix('{').and_then(|x| x.split('}').next()) {
-                        // Flow mapping: {name: foo, ...}
-                        for kv in inner.split(',') {
-                            if let Some(n) = kv.trim().strip_prefix("name:") {
-                                found = Some(scalar(n)).filter(|s| !s.is_empty());
-                            }
-                        }
-                    } else {
-                        in_default_user = Some(ind);
+    default_user_of(&load(text).ok()??)
+}
+
+/// cloud-init's dict merger with its defaults (`no_replace`): keys of `low`
+/// missing from `high` are added; where both have a key, a mapping in `low`
+/// merges into a mapping in `high`, replaces a list or string there (the
+/// list and string mergers return the new value for a non-list/non-string),
+/// and anything else in `high` stays.
+pub fn merge(high: &Value, low: &Value) -> Value {
+    let (Value::Map(h), Value::Map(l)) = (high, low) else {
+        return high.clone();
+    };
+    let mut out = h.clone();
+    for (k, lv) in l {
+        match out.iter_mut().find(|(hk, _)| hk == k) {
+            None => out.push((k.clone(), lv.clone())),
+            Some((_, hv)) => {
+                if let Value::Map(_) = &**lv {
+                    match &**hv {
+                        Value::Map(_) => *hv = std::rc::Rc::new(merge(hv, lv)),
+                        Value::Seq(_) | Value::Str(_) => *hv = lv.clone(),
+                        _ => {}
                     }
                 }
-            } else if let Some(n) = t.strip_prefix("name:") {
-                found = Some(scalar(n)).filter(|s| !s.is_empty());
             }
         }
     }
-    found
+    Value::Map(out)
+}
+
+/// The config files (path, text) in priority order, highest first, and the
+/// files cloud-init would ignore.
+fn load_configs(g: &Guest, ignored: &mut Vec<String>) -> Vec<(String, Value)> {
+    let mut read = |p: &str| -> Option<Value> {
+        let data = match g.read_file(p, crate::root::CONFIG_CAP) {
+            Ok(Some(d)) => d,
+            Ok(None) => return None,
+            Err(e) => {
+                ignored.push(format!("{p}: not read ({e})"));
+                return None;
+            }
+        };
+        let Ok(text) = String::from_utf8(data) else {
+            ignored.push(format!("{p}: not UTF-8 (cloud-init fails reading it)"));
+            return None;
+        };
+        match load(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                ignored.push(format!("{p}: ignored by cloud-init: {e}"));
+                None
+            }
+        }
+    };
+    let main = read("/etc/cloud/cloud.cfg");
+    // cloud.cfg may move the drop-in directory with `conf_d`.
+    let confd = match main.as_ref().and_then(|m| m.get("conf_d")) {
+        Some(v) => match &**v {
+            Value::Str(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
+            _ => None,
+        },
+        None => Some("/etc/cloud/cloud.cfg.d".to_owned()),
+    };
+    let mut out = Vec::new();
+    if let Some(dir) = confd {
+        let mut names: Vec<String> = g
+            .list_dir(&dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".cfg"))
+            .collect();
+        // Python's sorted(..., reverse=True): later names first.
+        names.sort();
+        names.reverse();
+        for n in names.into_iter().take(MAX_DROPINS) {
+            let p = format!("{}/{n}", dir.trim_end_matches('/'));
+            if !matches!(g.stat(&p), Some(Kind::File(_))) {
+                continue;
+            }
+            if let Some(v) = read(&p) {
+                out.push((p, v));
+            }
+        }
+    }
+    if let Some(m) = main {
+        out.push(("/etc/cloud/cloud.cfg".to_owned(), m));
+    }
+    out
 }
 
 /// The datasource named on a kernel command line (`ds=nocloud;s=...`,
-/// `ci.ds=`, `ci.datasource=`); the last occurrence wins, as in the kernel.
+/// `ci.ds=`, `ci.datasource=`); the last occurrence wins, as in ds-identify.
 pub fn cmdline_datasource(cmdline: &str) -> Option<String> {
     let mut found = None;
     for tok in cmdline.split_whitespace() {
@@ -277,14 +292,20 @@ pub fn cmdline_datasource(cmdline: &str) -> Option<String> {
     found
 }
 
+/// True when a kernel command line disables cloud-init.
+pub fn cmdline_disables(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|t| t.trim_matches(|c| c == '"' || c == '\'') == "cloud-init=disabled")
+}
+
 /// Kernel command lines in a grub.cfg: arguments of `linux`, `linux16` and
 /// `linuxefi` lines.
 fn grub_cfg_cmdlines(text: &str) -> Vec<String> {
     text.lines()
         .take(100_000)
         .filter_map(|l| {
-            let t = l.trim_start();
-            let mut w = t.split_whitespace();
+            let mut w = l.split_whitespace();
             match w.next() {
                 Some("linux" | "linux16" | "linuxefi") => Some(w.collect::<Vec<_>>().join(" ")),
                 _ => None,
@@ -298,79 +319,176 @@ fn default_grub_cmdlines(text: &str) -> Vec<String> {
     text.lines()
         .take(10_000)
         .filter_map(|l| {
-            let t = l.trim();
-            let (k, v) = t.split_once('=')?;
+            let (k, v) = l.trim().split_once('=')?;
             k.starts_with("GRUB_CMDLINE_LINUX")
                 .then(|| crate::facts::os::unquote(v))
         })
         .collect()
 }
 
-/// The config files in precedence order (lowest first).
-fn config_files(g: &Guest) -> Vec<String> {
-    let mut files = vec!["/etc/cloud/cloud.cfg".to_owned()];
-    let mut d: Vec<String> = g
-        .list_dir("/etc/cloud/cloud.cfg.d")
-        .into_iter()
-        .filter(|n| n.ends_with(".cfg"))
-        .take(MAX_DROPINS)
-        .collect();
-    d.sort();
-    files.extend(d.into_iter().map(|n| format!("/etc/cloud/cloud.cfg.d/{n}")));
-    files
+/// `options` of a Boot Loader Specification entry, or `kernelopts=` of a
+/// grubenv.
+fn keyed_cmdlines(text: &str, key: &str, sep: char) -> Vec<String> {
+    text.lines()
+        .take(10_000)
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let rest = l.strip_prefix(key)?;
+            rest.strip_prefix(sep)
+                .or_else(|| (sep == ' ').then(|| rest.strip_prefix('\t')).flatten())
+                .map(|v| v.trim().to_owned())
+        })
+        .collect()
 }
 
-/// Combines config files (path, text) in precedence order, lowest first,
-/// with a datasource from the kernel command line (name, file it came
-/// from), which wins.
-pub fn effective(
-    configs: &[(String, String)],
-    cmdline: Option<(String, String)>,
-) -> DatasourceFacts {
-    let mut f = DatasourceFacts::default();
-    for (path, text) in configs {
-        if let Some(list) = parse_datasource_list(text) {
-            f.list = Some(list);
-            f.source = Some(path.clone());
-        }
-        if let Some(u) = parse_default_user(text) {
-            f.default_user = Some(u);
+/// Every kernel command line the image's boot configuration holds, with
+/// the file it is in (grub.cfg, BLS entries, grubenv, /etc/default/grub).
+pub fn kernel_cmdlines(g: &Guest) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for p in ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"] {
+        if let Some(t) = g.read_text(p) {
+            out.extend(grub_cfg_cmdlines(&t).into_iter().map(|c| (c, p.to_owned())));
         }
     }
+    for e in g.list_dir("/boot/loader/entries").into_iter().take(MAX_BLS) {
+        if !e.ends_with(".conf") {
+            continue;
+        }
+        let p = format!("/boot/loader/entries/{e}");
+        if let Some(t) = g.read_text(&p) {
+            out.extend(
+                keyed_cmdlines(&t, "options", ' ')
+                    .into_iter()
+                    .map(|c| (c, p.clone())),
+            );
+        }
+    }
+    for p in ["/boot/grub2/grubenv", "/boot/grub/grubenv"] {
+        if let Some(t) = g.read_text(p) {
+            out.extend(
+                keyed_cmdlines(&t, "kernelopts", '=')
+                    .into_iter()
+                    .map(|c| (c, p.to_owned())),
+            );
+        }
+    }
+    if let Some(t) = g.read_text("/etc/default/grub") {
+        out.extend(
+            default_grub_cmdlines(&t)
+                .into_iter()
+                .map(|c| (c, "/etc/default/grub".to_owned())),
+        );
+    }
+    out
+}
+
+/// True when the image runs ds-identify at boot: cloud-init's systemd
+/// generator and ds-identify are both installed (paths of the Debian,
+/// Ubuntu, SUSE, Arch and RHEL-family packages).
+fn has_ds_identify(g: &Guest) -> bool {
+    let generator = [
+        "/usr/lib/systemd/system-generators/cloud-init-generator",
+        "/lib/systemd/system-generators/cloud-init-generator",
+    ]
+    .iter()
+    .any(|p| g.exists(p));
+    let ds_identify = [
+        "/usr/lib/cloud-init/ds-identify",
+        "/lib/cloud-init/ds-identify",
+        "/usr/libexec/cloud-init/ds-identify",
+    ]
+    .iter()
+    .any(|p| g.exists(p));
+    generator && ds_identify
+}
+
+/// Combines loaded configs (path, value; highest priority first) with a
+/// datasource from the kernel command line (name, file) and whether
+/// ds-identify runs, into the effective facts.
+pub fn effective(
+    configs: &[(String, Value)],
+    cmdline: Option<(String, String)>,
+    ds_identify: bool,
+) -> DatasourceFacts {
+    use decided_by::*;
+    let mut f = DatasourceFacts {
+        ds_identify,
+        ..Default::default()
+    };
+    let mut merged = Value::Map(Vec::new());
+    for (_, v) in configs {
+        merged = merge(&merged, v);
+    }
+    f.default_user = default_user_of(&merged);
+    let configured = merged.get("datasource_list").and_then(|v| list_items(v));
     if let Some((ds, p)) = cmdline {
         f.list = Some(vec![ds]);
         f.source = Some(format!("kernel command line in {p}"));
+        f.decided_by = Some(KERNEL_CMDLINE.into());
+    } else if let Some(list) = configured {
+        // The highest-priority file that sets it is the one whose list won
+        // (lists are never merged).
+        let from = configs
+            .iter()
+            .find(|(_, v)| {
+                v.get("datasource_list")
+                    .is_some_and(|d| list_items(d).is_some())
+            })
+            .map_or_else(
+                || "the cloud-init configuration".to_owned(),
+                |(p, _)| p.clone(),
+            );
+        f.list = Some(list);
+        f.source = Some(from);
+        f.decided_by = Some(CONFIG.into());
+    } else if ds_identify {
+        f.list = Some(DS_IDENTIFY_LIST.iter().map(|s| (*s).to_owned()).collect());
+        f.source = Some(
+            "ds-identify's default order (no datasource_list configured; cloud-init's systemd generator runs ds-identify at boot)"
+                .into(),
+        );
+        f.decided_by = Some(DS_IDENTIFY_DEFAULT.into());
+    } else {
+        f.list = Some(BUILTIN_LIST.iter().map(|s| (*s).to_owned()).collect());
+        f.source = Some(
+            "cloud-init's built-in default (no datasource_list configured; settings.py CFG_BUILTIN)"
+                .into(),
+        );
+        f.decided_by = Some(BUILTIN_DEFAULT.into());
     }
     f
 }
 
-/// Reads the effective datasource_list and default user.
+/// Reads the effective datasource_list, default user and disabled markers.
 pub fn gather(g: &Guest) -> DatasourceFacts {
-    let configs: Vec<(String, String)> = config_files(g)
-        .into_iter()
-        .filter_map(|p| g.read_text(&p).map(|t| (p, t)))
-        .collect();
-    // The kernel command line wins over every file.
-    let mut cmdline: Option<(String, String)> = None;
-    for p in ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"] {
-        if let Some(t) = g.read_text(p) {
-            for c in grub_cfg_cmdlines(&t) {
-                if let Some(ds) = cmdline_datasource(&c) {
-                    cmdline.get_or_insert((ds, p.to_owned()));
-                }
-            }
+    let mut ignored = Vec::new();
+    let configs = load_configs(g, &mut ignored);
+    let lines = kernel_cmdlines(g);
+    // grub.cfg and BLS entries are what boots; /etc/default/grub only
+    // counts when nothing generated says otherwise.
+    let cmdline = lines
+        .iter()
+        .filter(|(_, p)| p != "/etc/default/grub")
+        .find_map(|(c, p)| cmdline_datasource(c).map(|d| (d, p.clone())))
+        .or_else(|| {
+            lines
+                .iter()
+                .rev()
+                .find_map(|(c, p)| cmdline_datasource(c).map(|d| (d, p.clone())))
+        });
+    let mut f = effective(&configs, cmdline, has_ds_identify(g));
+    f.ignored = ignored;
+    if g.lstat("/etc/cloud/cloud-init.disabled").is_some() {
+        f.disabled_by
+            .push("/etc/cloud/cloud-init.disabled exists".into());
+    }
+    for (c, p) in &lines {
+        let m = format!("cloud-init=disabled on the kernel command line in {p}");
+        if cmdline_disables(c) && !f.disabled_by.contains(&m) {
+            f.disabled_by.push(m);
         }
     }
-    if cmdline.is_none()
-        && let Some(t) = g.read_text("/etc/default/grub")
-    {
-        for c in default_grub_cmdlines(&t) {
-            if let Some(ds) = cmdline_datasource(&c) {
-                cmdline = Some((ds, "/etc/default/grub".to_owned()));
-            }
-        }
-    }
-    effective(&configs, cmdline)
+    f
 }
 
 #[cfg(test)]
@@ -381,8 +499,12 @@ mod tests {
         Some(v.iter().map(|s| (*s).to_owned()).collect())
     }
 
+    fn cfg(p: &str, t: &str) -> (String, Value) {
+        (p.to_owned(), load(t).unwrap().unwrap())
+    }
+
     #[test]
-    fn flow_lists() {
+    fn per_file_values() {
         assert_eq!(
             parse_datasource_list(
                 "datasource_list: [ ConfigDrive, DigitalOcean, NoCloud, None ]\n"
@@ -390,89 +512,75 @@ mod tests {
             l(&["ConfigDrive", "DigitalOcean", "NoCloud", "None"])
         );
         assert_eq!(
-            parse_datasource_list("datasource_list: ['NoCloud', \"ConfigDrive\"] # c\n"),
-            l(&["NoCloud", "ConfigDrive"])
-        );
-        assert_eq!(
-            parse_datasource_list("datasource_list: [\n  NoCloud, # first\n  ConfigDrive\n]\n"),
+            parse_datasource_list("datasource_list:\n  - NoCloud   # local\n  - 'ConfigDrive'\n"),
             l(&["NoCloud", "ConfigDrive"])
         );
         assert_eq!(parse_datasource_list("datasource_list: []\n"), l(&[]));
-        assert_eq!(
-            parse_datasource_list("datasource_list: [ 'a,b', c ]"),
-            l(&["a,b", "c"])
-        );
-    }
-
-    #[test]
-    fn block_lists_comments_and_nesting() {
-        let t = "# comment\ndatasource_list:\n  - NoCloud   # local\n  - 'ConfigDrive'\n\n  - None\nsystem_info:\n  distro: debian\n";
-        assert_eq!(
-            parse_datasource_list(t),
-            l(&["NoCloud", "ConfigDrive", "None"])
-        );
-        let t = "datasource_list:\n- A\n- B\nother: 1\n- C\n";
-        assert_eq!(parse_datasource_list(t), l(&["A", "B"]));
-        // Commented out or nested keys do not count.
-        assert_eq!(parse_datasource_list("# datasource_list: [A]\n"), None);
+        assert_eq!(parse_datasource_list("datasource_list:\n"), None);
         assert_eq!(
             parse_datasource_list("datasource:\n  datasource_list: [A]\n"),
             None
         );
-        assert_eq!(parse_datasource_list("datasource_list_x: [A]\n"), None);
-        assert_eq!(parse_datasource_list("datasource_list:\n"), None);
-        // The last occurrence in a file wins.
-        assert_eq!(
-            parse_datasource_list("datasource_list: [A]\ndatasource_list: [B]\n"),
-            l(&["B"])
-        );
-        // Unterminated flow list is bounded and still yields items.
-        assert_eq!(
-            parse_datasource_list("datasource_list: [A, B\n"),
-            l(&["A", "B"])
-        );
-    }
-
-    #[test]
-    fn default_user() {
-        let t = "system_info:\n  distro: ubuntu\n  default_user:\n    name: ubuntu\n    lock_passwd: true\n  paths:\n    name: wrong\n";
+        let t = "system_info:\n  distro: ubuntu\n  default_user:\n    name: ubuntu\n  paths:\n    name: wrong\n";
         assert_eq!(parse_default_user(t).as_deref(), Some("ubuntu"));
         let t = "system_info:\n   default_user: {name: 'alpine', groups: [wheel]}\n";
         assert_eq!(parse_default_user(t).as_deref(), Some("alpine"));
-        assert_eq!(parse_default_user("users:\n  - name: x\n"), None);
-        assert_eq!(
-            parse_default_user("default_user:\n  name: top\nsystem_info:\n  foo: 1\n"),
-            None
-        );
+        assert_eq!(parse_default_user("default_user:\n  name: top\n"), None);
     }
 
+    /// Priority order as cloud-init builds it: drop-ins reverse-sorted,
+    /// then cloud.cfg; the first that sets a key wins; mappings merge.
     #[test]
-    fn later_file_replaces_and_cmdline_wins() {
-        let c = |p: &str, t: &str| (p.to_owned(), t.to_owned());
+    fn merge_like_mergemanydict() {
         let files = vec![
-            c(
+            cfg(
+                "/etc/cloud/cloud.cfg.d/90-x.cfg",
+                "datasource_list:\n - NoCloud\n - ConfigDrive\nsystem_info:\n  default_user:\n    groups: [x]\n",
+            ),
+            cfg(
+                "/etc/cloud/cloud.cfg.d/10-x.cfg",
+                "datasource_list: [ConfigDrive]\n",
+            ),
+            cfg(
                 "/etc/cloud/cloud.cfg",
                 "datasource_list: [ConfigDrive, NoCloud]\nsystem_info:\n  default_user:\n    name: debian\n",
             ),
-            c("/etc/cloud/cloud.cfg.d/50-x.cfg", "# nothing\n"),
-            c(
-                "/etc/cloud/cloud.cfg.d/90-x.cfg",
-                "datasource_list:\n - NoCloud\n - ConfigDrive\n",
-            ),
         ];
-        let f = effective(&files, None);
+        let f = effective(&files, None, true);
         assert_eq!(f.list, l(&["NoCloud", "ConfigDrive"]));
         assert_eq!(f.source.as_deref(), Some("/etc/cloud/cloud.cfg.d/90-x.cfg"));
+        assert_eq!(f.decided_by.as_deref(), Some("config"));
+        // default_user merged key-wise across files.
         assert_eq!(f.default_user.as_deref(), Some("debian"));
         let f = effective(
             &files,
             Some(("NoCloud".into(), "/boot/grub/grub.cfg".into())),
+            true,
         );
         assert_eq!(f.list, l(&["NoCloud"]));
+        assert_eq!(f.decided_by.as_deref(), Some("kernel_cmdline"));
+        // A null in a stronger file blocks the weaker lists (the dict
+        // merger keeps it), so nothing is configured.
+        let files = vec![
+            cfg("/etc/cloud/cloud.cfg.d/99.cfg", "datasource_list: ~\n"),
+            cfg("/etc/cloud/cloud.cfg", "datasource_list: [NoCloud]\n"),
+        ];
         assert_eq!(
-            f.source.as_deref(),
-            Some("kernel command line in /boot/grub/grub.cfg")
+            effective(&files, None, true).decided_by.as_deref(),
+            Some("ds_identify_default")
         );
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_configured() {
+        let f = effective(&[], None, true);
+        assert_eq!(f.decided_by.as_deref(), Some("ds_identify_default"));
+        let list = f.list.unwrap();
+        let pos = |n: &str| list.iter().position(|d| d == n).unwrap();
+        assert!(pos("ConfigDrive") < pos("NoCloud"));
+        let f = effective(&[], None, false);
+        assert_eq!(f.decided_by.as_deref(), Some("builtin_default"));
+        assert_eq!(f.list.unwrap()[0], "NoCloud");
     }
 
     #[test]
@@ -485,11 +593,9 @@ mod tests {
             cmdline_datasource("ci.ds=ConfigDrive").as_deref(),
             Some("ConfigDrive")
         );
-        assert_eq!(
-            cmdline_datasource("ci.datasource=Foo").as_deref(),
-            Some("Foo")
-        );
         assert_eq!(cmdline_datasource("root=/dev/vda1 ro"), None);
+        assert!(cmdline_disables("ro quiet cloud-init=disabled"));
+        assert!(!cmdline_disables("ro cloud-init=enabled"));
         let g =
             "menuentry 'x' {\n\tlinux /vmlinuz root=UUID=1 ro ds=nocloud\n\tinitrd /initrd\n}\n";
         assert_eq!(
@@ -498,5 +604,14 @@ mod tests {
         );
         let d = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"ci.ds=NoCloud\"\n";
         assert_eq!(default_grub_cmdlines(d), vec!["quiet", "ci.ds=NoCloud"]);
+        let bls = "title Rocky\nversion 5.14\nlinux /vmlinuz\noptions root=UUID=x ro cloud-init=disabled\n";
+        assert_eq!(
+            keyed_cmdlines(bls, "options", ' '),
+            vec!["root=UUID=x ro cloud-init=disabled"]
+        );
+        assert_eq!(
+            keyed_cmdlines("# GRUB\nkernelopts=root=/dev/vda1 ro\n", "kernelopts", '='),
+            vec!["root=/dev/vda1 ro"]
+        );
     }
 }

@@ -16,6 +16,16 @@ pub fn min_disk_gb(bytes: u64) -> u64 {
     bytes.div_ceil(GB)
 }
 
+/// Flatcar and Fedora CoreOS are provisioned by Ignition, not cloud-init:
+/// their login user is `core` (both distributions document it).
+fn ignition_user(f: &GuestFacts) -> Option<String> {
+    let coreos = f.os.id.as_deref() == Some("flatcar")
+        || f.os.variant_id.as_deref() == Some("coreos")
+        || f.os.id.as_deref() == Some("fedora-coreos");
+    (coreos || f.cloud_init.alternatives.iter().any(|a| a == "ignition"))
+        .then(|| "core".to_owned())
+}
+
 /// Derives KakaoCloud's `os_info` from the facts and the virtual size.
 pub fn derive(f: &GuestFacts, r: &GuestReport, virtual_size: u64) -> KakaoOsInfo {
     let os_type = match f.os.kind.as_str() {
@@ -30,7 +40,11 @@ pub fn derive(f: &GuestFacts, r: &GuestReport, virtual_size: u64) -> KakaoOsInfo
         os_type,
         distro: f.os.id.clone(),
         architecture: f.os.architecture.clone(),
-        admin_user: f.cloud_init.default_user.clone(),
+        admin_user: f
+            .cloud_init
+            .default_user
+            .clone()
+            .or_else(|| ignition_user(f)),
         min_disk_gb: min_disk_gb(virtual_size),
     }
 }

@@ -8,6 +8,7 @@ pub mod datasource;
 pub mod kakao;
 pub mod os;
 pub mod sshd;
+pub mod yaml;
 
 use std::sync::Arc;
 
@@ -25,9 +26,17 @@ pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport
             f.os = os::gather(g);
             f.cloud_init = cloud_init::gather(g);
             let ds = datasource::gather(g);
-            f.cloud_init.datasource_list = ds.list;
-            f.cloud_init.datasource_source = ds.source;
             f.cloud_init.default_user = ds.default_user;
+            f.cloud_init.ignored_configs = ds.ignored;
+            // Defaults and disable markers mean something only where
+            // cloud-init is there to apply them.
+            if f.cloud_init.installed {
+                f.cloud_init.datasource_list = ds.list;
+                f.cloud_init.datasource_source = ds.source;
+                f.cloud_init.datasource_decided_by = ds.decided_by;
+                f.cloud_init.ds_identify = ds.ds_identify;
+                f.cloud_init.disabled_by = ds.disabled_by;
+            }
             f.sshd = sshd::gather(g, &f.os);
         }
         None => f.os.kind = "unknown".into(),

@@ -124,6 +124,8 @@ pub fn gather(g: &Guest) -> OsFacts {
             f.id = parse_kv(&t, "ID");
             f.version_id = parse_kv(&t, "VERSION_ID");
             f.pretty_name = parse_kv(&t, "PRETTY_NAME");
+            f.variant_id = parse_kv(&t, "VARIANT_ID");
+            f.id_like = parse_kv(&t, "ID_LIKE");
             f.evidence.push(p.to_owned());
             break;
         }
