@@ -34,6 +34,9 @@ pub const SIZE_COMPRESSED_UNKNOWN: &str = "size.compressed_unknown";
 pub const PARTITION_TABLE_MISSING: &str = "partition_table.missing";
 /// A partition table where the provider recommends an unpartitioned disk.
 pub const PARTITION_TABLE_PRESENT: &str = "partition_table.present";
+/// The GPT is written for 4096-byte logical sectors: a virtio disk with
+/// 512-byte sectors will not show it.
+pub const PARTITION_TABLE_SECTOR_SIZE: &str = "partition_table.sector_size";
 /// The root filesystem is not ext3 or ext4.
 pub const FILESYSTEM_UNSUPPORTED: &str = "filesystem.unsupported";
 /// The root filesystem is XFS or btrfs, or sits on LVM: the provider does
@@ -95,6 +98,7 @@ pub const ALL: &[&str] = &[
     SIZE_COMPRESSED_UNKNOWN,
     PARTITION_TABLE_MISSING,
     PARTITION_TABLE_PRESENT,
+    PARTITION_TABLE_SECTOR_SIZE,
     FILESYSTEM_UNSUPPORTED,
     FILESYSTEM_UNCONFIRMED,
     OS_NOT_FOUND,

@@ -354,6 +354,33 @@ pub(crate) fn os_label(guest: &GuestReport) -> String {
         .unwrap_or_else(|| os.kind.clone())
 }
 
+/// `partition_table.sector_size` (warning): a GPT found only at byte 4096
+/// (LBA 1 of a 4096-byte-sector disk). The providers attach images as
+/// virtio disks, whose logical sectors are 512 bytes unless configured
+/// otherwise, so firmware and kernel look for the GPT header at byte 512
+/// and find none. `unconfirmed` prefixes the message for KakaoCloud.
+pub(crate) fn sector_size(
+    guest: &GuestReport,
+    out: &mut Out,
+    unconfirmed: bool,
+    doc: &'static str,
+) {
+    let t = &guest.partitions;
+    if t.kind != imgcheck_guest::TableKind::Gpt || t.sector_size != 4096 {
+        return;
+    }
+    out.push(
+        codes::PARTITION_TABLE_SECTOR_SIZE,
+        Severity::Warning,
+        format!(
+            "{}the GPT is written for 4096-byte sectors (its header is at byte 4096); a virtio disk with 512-byte sectors, the default, shows no partition table and the image will not boot",
+            if unconfirmed { "UNCONFIRMED: " } else { "" }
+        ),
+        Some("rebuild the partition table for 512-byte sectors (e.g. build the image on a loop device or file with 512-byte sectors, then sgdisk)".into()),
+        doc,
+    );
+}
+
 /// `boot.no_bootloader` and `boot.no_kernel` warnings: likely not to boot,
 /// but inspection can miss a loader or kernel, so they never fail a verdict.
 pub(crate) fn boot_warnings(

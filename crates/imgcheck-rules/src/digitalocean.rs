@@ -50,6 +50,7 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
         sshd(guest, out);
     }
     boot(guest, out);
+    common::sector_size(guest, out, false, DOC_REQUIREMENTS);
     common::boot_warnings(input, guest, out, true, DOC_REQUIREMENTS);
 }
 
@@ -186,7 +187,11 @@ fn partition_table(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) {
 /// imgcheck could not read them to find the root.
 fn filesystem(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) {
     use imgcheck_guest::FsKind;
-    let lvm = guest.filesystems.iter().any(|f| f.kind == FsKind::LvmPv);
+    // The root's own volume decides; with no root found, any PV counts.
+    let lvm = match input.root_fs() {
+        Some(fs) => fs.lv.is_some(),
+        None => guest.filesystems.iter().any(|f| f.kind == FsKind::LvmPv),
+    };
     let unconfirmed = |k: FsKind| matches!(k, FsKind::Xfs | FsKind::Btrfs);
     let what = match input.root_fs() {
         Some(fs) if common::is_ext(fs.kind) && !lvm => return,
@@ -731,17 +736,22 @@ mod tests {
             assert_eq!(v.codes(), want.into_iter().collect::<Vec<_>>(), "{k:?}");
             assert_eq!(v.pass, want != Some(codes::FILESYSTEM_UNSUPPORTED), "{k:?}");
         }
-        // ext4 on LVM: UNCONFIRMED too.
+        // ext4 on an LVM logical volume: UNCONFIRMED too.
+        let mut g = good_guest();
+        g.filesystems[1].lv = Some("vg/root".into());
+        assert_eq!(
+            codes_of(&raw_image(), Some(&g)),
+            [codes::FILESYSTEM_UNCONFIRMED]
+        );
+        // A PV elsewhere on the disk with the root on a plain partition: the
+        // root is what DigitalOcean boots, so no warning.
         let mut g = good_guest();
         g.filesystems.push(imgcheck_guest::Filesystem {
             kind: FsKind::LvmPv,
             partition: Some(3),
             ..Default::default()
         });
-        assert_eq!(
-            codes_of(&raw_image(), Some(&g)),
-            [codes::FILESYSTEM_UNCONFIRMED]
-        );
+        assert_eq!(codes_of(&raw_image(), Some(&g)), Vec::<&str>::new());
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
             }
         }
     }
+    common::sector_size(guest, out, true, DOC_IMAGE);
     common::boot_warnings(input, guest, out, true, DOC_IMAGE);
 }
 

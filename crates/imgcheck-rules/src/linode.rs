@@ -87,6 +87,7 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
             DOC_UPLOAD,
         );
     }
+    common::sector_size(guest, out, false, DOC_UPLOAD);
     common::boot_warnings(input, guest, out, false, DOC_UPLOAD);
 }
 
