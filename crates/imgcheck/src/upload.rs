@@ -325,7 +325,9 @@ pub fn upload(target: &UploadTarget, options: &UploadOptions<'_>) -> Result<Uplo
                     .unwrap_or(false)
             });
             result.derived = serde_json::json!({"cloud_init": request.cloud_init});
-            let is_gz = input_facts.as_ref().is_some_and(is_raw_gzip);
+            // A remote .img.gz is fetched by converting it (the PUT needs
+            // a local file).
+            let is_gz = input_facts.as_ref().is_some_and(is_raw_gzip) && !is_url(image);
             if options.dry_run {
                 let (file, size) = if is_gz {
                     (image.clone(), Some(file_len(image)?))
@@ -472,6 +474,10 @@ fn validate(target: &UploadTarget) -> Result<(), Error> {
     Ok(())
 }
 
+fn is_url(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
 fn is_raw_gzip(f: &ImageFacts) -> bool {
     f.compression == Some(Container::Gzip) && f.format == Some(ImageFormat::Disk(Format::Raw))
 }
@@ -522,6 +528,9 @@ fn preflight(
         },
         &adjust,
     )?;
+    let mut report = report;
+    // The location may be a presigned URL: it is printed (--json).
+    report.image.path = imgcheck_upload::redact_url(&report.image.path);
     let facts = seen.into_inner().ok().flatten();
     refuse_on_failure(provider, &report.verdicts)?;
     Ok((facts, Some(report)))
@@ -592,6 +601,8 @@ fn file_len(path: &str) -> Result<u64, Error> {
 /// conversion, if any.
 fn plan_header(report: &Option<Report>, input: &str, convert_to: Option<&str>) -> Vec<String> {
     let mut lines = Vec::new();
+    let input = imgcheck_upload::redact_url(input);
+    let input = input.as_str();
     match report {
         Some(r) => {
             let warnings: usize = r
@@ -645,7 +656,21 @@ fn object_key(name: &str, image: &str) -> String {
 /// Where the converted `.img.gz` goes: next to the input, hidden and
 /// temporary, or (with `keep`) named after the input for a retry.
 fn linode_output_path(image: &str, keep: bool) -> PathBuf {
-    let p = Path::new(image);
+    // A URL's conversion goes to the temporary directory (its "next to"
+    // is on the server).
+    let local;
+    let p = if is_url(image) {
+        let name = image
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("image");
+        local = std::env::temp_dir().join(name);
+        local.as_path()
+    } else {
+        Path::new(image)
+    };
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -667,9 +692,7 @@ fn linode_input(
 ) -> Result<(PathBuf, u64, Option<PathBuf>), Error> {
     let input = crate::open(image, &options.open)?;
     let size = input.disk.virtual_size();
-    if is_gz
-        || (input.container == Some(Container::Gzip) && input.disk.info().format == Format::Raw)
-    {
+    if is_gz {
         return Ok((PathBuf::from(image), size, None));
     }
     let target = linode_output_path(image, options.keep);

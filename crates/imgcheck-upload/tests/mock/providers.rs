@@ -568,7 +568,33 @@ pub fn image_host(head_ok: bool, body: Vec<u8>) -> Server {
             vec![],
         ),
         ("HEAD", false) => Resp::json(405, json!({"message": "HEAD not allowed"})),
-        ("GET", _) => Resp::Reply(200, vec![], body.clone()),
+        ("GET", _) => match r.header("range").and_then(parse_range) {
+            Some((a, b)) if a < body.len() as u64 => {
+                let b = b.min(body.len() as u64 - 1);
+                Resp::Reply(
+                    206,
+                    vec![(
+                        "Content-Range".into(),
+                        format!("bytes {a}-{b}/{}", body.len()),
+                    )],
+                    body[a as usize..=b as usize].to_vec(),
+                )
+            }
+            Some(_) => Resp::Reply(416, vec![], vec![]),
+            None => Resp::Reply(200, vec![], body.clone()),
+        },
         _ => Resp::json(405, json!({})),
     })
+}
+
+/// `bytes=A-B` or `bytes=A-`.
+fn parse_range(v: &str) -> Option<(u64, u64)> {
+    let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let a = a.parse().ok()?;
+    let b = if b.is_empty() {
+        u64::MAX
+    } else {
+        b.parse().ok()?
+    };
+    Some((a, b))
 }

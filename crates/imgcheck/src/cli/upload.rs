@@ -38,11 +38,24 @@ pub fn target(
     Ok(match provider {
         Provider::DigitalOcean => {
             let region = need(f.region.as_deref(), "--region SLUG")?;
+            // A URL given as the IMAGE is a URL import.
+            let (image, url) = match image {
+                Some(i)
+                    if url.is_none() && (i.starts_with("http://") || i.starts_with("https://")) =>
+                {
+                    (None, Some(i))
+                }
+                _ => (image, url),
+            };
             let (source, url, default_name) = match (url, image) {
                 (Some(u), None) => (
                     DoSource::Url,
                     u.to_owned(),
-                    u.rsplit('/').next().unwrap_or("image").to_owned(),
+                    u.split(['?', '#'])
+                        .next()
+                        .and_then(|p| p.rsplit('/').next())
+                        .unwrap_or("image")
+                        .to_owned(),
                 ),
                 (None, Some(img)) => (
                     DoSource::File {
