@@ -132,6 +132,34 @@ pub fn run(a: &PackerArgs) -> Result<ExitCode, Error> {
     let mut results = Vec::new();
     for f in &files {
         let loc = f.display().to_string();
+        if let Some(p) = upload_to {
+            // The upload's preflight is the check: it judges the guest as
+            // the file the provider gets (a qcow2 converted for Linode is
+            // not refused for being qcow2).
+            let target = super::upload::target(p, Some(&loc), None, &a.flags)?;
+            match super::upload::upload_one(&target, &a.flags, open_options(&a.open), a.json) {
+                Ok(r) => {
+                    if !a.json {
+                        print_out(&format!("imgcheck: {loc}: PASS\n"));
+                        print_out(&super::upload::human(&r, "  "));
+                    }
+                    results
+                        .push(json!({"file": loc, "pass": true, "report": r.check, "upload": r}));
+                }
+                Err(Error::CheckFailed { provider, findings }) => {
+                    all_pass = false;
+                    if !a.json {
+                        print_out(&format!("imgcheck: {loc}: FAIL\n"));
+                        super::output::print_findings(&provider, &findings);
+                    }
+                    results.push(
+                        json!({"file": loc, "pass": false, "findings": findings, "upload": null}),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         let report = imgcheck::check(
             &loc,
             &CheckOptions {
@@ -156,16 +184,7 @@ pub fn run(a: &PackerArgs) -> Result<ExitCode, Error> {
             }
             print_out(&text);
         }
-        let mut uploaded = Value::Null;
-        if let (true, Some(p)) = (pass, upload_to) {
-            let target = super::upload::target(p, Some(&loc), None, &a.flags)?;
-            let r = super::upload::upload_one(&target, &a.flags, open_options(&a.open), a.json)?;
-            if !a.json {
-                print_out(&super::upload::human(&r, "  "));
-            }
-            uploaded = serde_json::to_value(&r).unwrap_or(Value::Null);
-        }
-        results.push(json!({"file": loc, "pass": pass, "report": report, "upload": uploaded}));
+        results.push(json!({"file": loc, "pass": pass, "report": report, "upload": null}));
     }
     if a.json {
         print_out(&(serde_json::to_string_pretty(&results).unwrap_or_default() + "\n"));
