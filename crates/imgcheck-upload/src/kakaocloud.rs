@@ -115,10 +115,10 @@ impl Session {
     /// A valid token, issuing a new one when none is held or it expires
     /// within five minutes.
     pub fn token(&mut self) -> Result<Secret, UploadError> {
-        if let Some((t, exp)) = &self.token {
-            if exp.saturating_duration_since(Instant::now()) > RENEW_MARGIN {
-                return Ok(t.clone());
-            }
+        if let Some((t, exp)) = &self.token
+            && exp.saturating_duration_since(Instant::now()) > RENEW_MARGIN
+        {
+            return Ok(t.clone());
         }
         self.iam.retry = self.retry.clone();
         let url = self.iam.url("/identity/v3/auth/tokens");

@@ -398,7 +398,7 @@ pub fn upload(target: &UploadTarget, options: &UploadOptions<'_>) -> Result<Uplo
 /// The clients of a target, built from the environment before anything
 /// else happens, so that a missing variable is reported first.
 enum Clients {
-    DigitalOcean(imgcheck_upload::Api, Option<spaces::Spaces>),
+    DigitalOcean(imgcheck_upload::Api, Option<Box<spaces::Spaces>>),
     Linode(imgcheck_upload::Api),
     KakaoCloud(kakaocloud::Credential),
 }
@@ -414,7 +414,7 @@ impl Clients {
                         bucket,
                         spaces_region,
                         ..
-                    } => spaces::Spaces::from_env(bucket, spaces_region).map(Some),
+                    } => spaces::Spaces::from_env(bucket, spaces_region).map(|s| Some(Box::new(s))),
                 };
                 // Name every missing variable at once.
                 match (token, sp) {

@@ -571,13 +571,14 @@ pub fn image_host(head_ok: bool, body: Vec<u8>) -> Server {
         ("GET", _) => match r.header("range").and_then(parse_range) {
             Some((a, b)) if a < body.len() as u64 => {
                 let b = b.min(body.len() as u64 - 1);
+                let (a, b) = (usize::try_from(a).unwrap(), usize::try_from(b).unwrap());
                 Resp::Reply(
                     206,
                     vec![(
                         "Content-Range".into(),
                         format!("bytes {a}-{b}/{}", body.len()),
                     )],
-                    body[a as usize..=b as usize].to_vec(),
+                    body[a..=b].to_vec(),
                 )
             }
             Some(_) => Resp::Reply(416, vec![], vec![]),

@@ -85,15 +85,15 @@ pub fn artifacts(manifest: &Path) -> Result<Vec<PathBuf>, Error> {
             .into_iter()
             .flatten()
         {
-            if let Some(n) = f.get("name").and_then(Value::as_str) {
-                if is_artifact_image(n) {
-                    let p = Path::new(n);
-                    out.push(if p.is_absolute() {
-                        p.to_path_buf()
-                    } else {
-                        dir.join(p)
-                    });
-                }
+            if let Some(n) = f.get("name").and_then(Value::as_str)
+                && is_artifact_image(n)
+            {
+                let p = Path::new(n);
+                out.push(if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    dir.join(p)
+                });
             }
         }
     }
