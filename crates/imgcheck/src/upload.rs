@@ -239,6 +239,7 @@ pub fn upload(target: &UploadTarget, options: &UploadOptions<'_>) -> Result<Uplo
     match target {
         UploadTarget::DigitalOcean { source, request } => {
             let mut request = request.clone();
+            request.presigned |= is_presigned(&request.url);
             request.distribution = Some(match &request.distribution {
                 Some(d) => digitalocean::validate_distribution(d)?.to_owned(),
                 None => guest
@@ -474,6 +475,17 @@ fn validate(target: &UploadTarget) -> Result<(), Error> {
     Ok(())
 }
 
+/// A URL presigned for GET (S3 SigV4 or SigV2 query signature).
+fn is_presigned(location: &str) -> bool {
+    is_url(location)
+        && location.split_once('?').is_some_and(|(_, q)| {
+            q.split('&').any(|kv| {
+                let k = kv.split('=').next().unwrap_or("");
+                k.eq_ignore_ascii_case("X-Amz-Signature") || k.eq_ignore_ascii_case("Signature")
+            })
+        })
+}
+
 fn is_url(location: &str) -> bool {
     location.starts_with("http://") || location.starts_with("https://")
 }
@@ -507,9 +519,15 @@ fn preflight(
         return Ok((facts, None));
     }
     let seen = std::sync::Mutex::new(None::<ImageFacts>);
+    let presigned = is_presigned(location);
     let adjust = |f: &mut ImageFacts| {
         if let Ok(mut s) = seen.lock() {
             *s = Some(f.clone());
+        }
+        if presigned {
+            // A URL presigned for GET refuses HEAD by design; the upload's
+            // own preflight fetches its first byte instead.
+            f.head_supported = None;
         }
         if provider == Provider::Linode && !is_raw_gzip(f) {
             // Judged as what will be sent: raw inside gzip. The compressed

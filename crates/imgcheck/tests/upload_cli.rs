@@ -228,6 +228,10 @@ fn linode_from_qcow2_raw_gz_and_url_uploads_the_guest_bytes() {
             stderr.contains("partition_table.present"),
             "warnings shown on success:\n{stderr}"
         );
+        assert!(
+            stderr.contains("Linode image private/42: creating"),
+            "a status line while Linode processes:\n{stderr}"
+        );
         assert_eq!(files_in(dir.path()), before, "{loc}: no file left behind");
     }
 }
@@ -641,6 +645,43 @@ fn digitalocean_url_import_fills_the_distribution_from_the_guest() {
     );
     assert_eq!(mock.received().unwrap(), std::fs::read(&qcow2).unwrap());
     assert_eq!(mock.server.count("POST", "/v2/images/38413969/actions"), 1);
+
+    // A presigned URL (its host refuses HEAD, as S3 does for a URL signed
+    // for GET): checked and preflighted with ranged GETs.
+    let no_head = providers::image_host(false, std::fs::read(&qcow2).unwrap());
+    let mock2 = providers::digitalocean(DoScript {
+        fetch: true,
+        ..Default::default()
+    });
+    let signed = format!(
+        "{}/debian.qcow2?X-Amz-Expires=600&X-Amz-Signature=0123abcd",
+        no_head.base
+    );
+    let out = run(
+        &[
+            "upload",
+            "-p",
+            "digitalocean",
+            "--url",
+            &signed,
+            "--region",
+            "nyc3",
+            "--name",
+            "web",
+            "--poll-interval",
+            "1",
+        ],
+        &do_env(&mock2),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(mock2.violations(), Vec::<String>::new());
+    assert!(
+        no_head
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.header("range") == Some("bytes=0-0")),
+        "ranged GET preflight"
+    );
 
     // A misspelt distribution is refused before any request.
     let out = run(
