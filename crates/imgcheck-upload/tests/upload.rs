@@ -69,7 +69,7 @@ fn digitalocean_import_succeeds_after_429_and_transfers() {
     let mock = providers::digitalocean(DoScript {
         statuses: vec!["NEW", "pending", "available"],
         first_post_429: true,
-        fetch: false,
+        ..Default::default()
     });
     let mut req = do_request(format!("{}/x.qcow2", host.base));
     req.regions = vec!["ams3".into()];
@@ -415,4 +415,30 @@ fn kakaocloud_failure_status_and_bad_secret() {
         "{err}"
     );
     assert_no_secret(&format!("{err} {err:?}"));
+}
+
+#[test]
+fn a_post_is_not_repeated_after_a_server_error_but_gets_are() {
+    let host = providers::image_host(true, vec![1; 10]);
+    let mock = providers::digitalocean(DoScript {
+        first_post_500: true,
+        ..Default::default()
+    });
+    let p = poll();
+    let err = digitalocean::import(
+        &api(mock.base()),
+        &do_request(format!("{}/x.img", host.base)),
+        &flow(&p),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, UploadError::Http { status: 500, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        mock.server.count("POST", "/v2/images"),
+        1,
+        "a POST that may have created an image is not sent again"
+    );
+    assert_eq!(mock.violations(), Vec::<String>::new());
 }

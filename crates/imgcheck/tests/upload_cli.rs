@@ -769,8 +769,9 @@ fn digitalocean_from_a_local_file_goes_through_spaces_and_leaves_no_object() {
     let dir = tempfile::tempdir().unwrap();
     let raw = guest("good.img");
     let files = inputs(dir.path(), &raw);
-    // The qcow2 (one PUT) and the 48 MiB raw image (multipart: 16 MiB parts).
-    for file in [&files[0], &files[1]] {
+    // The qcow2 (one PUT), the 48 MiB raw image (multipart: 16 MiB parts)
+    // and the .img.gz.
+    for file in &files {
         let mock = providers::digitalocean(DoScript {
             statuses: vec!["NEW", "pending", "available"],
             fetch: true,
@@ -825,12 +826,23 @@ fn digitalocean_from_a_local_file_goes_through_spaces_and_leaves_no_object() {
 
 #[test]
 fn kakaocloud_creates_from_a_volume_and_reports_failure() {
-    for (end, ok) in [("active", true), ("killed", false)] {
+    let dir = tempfile::tempdir().unwrap();
+    let mut images: Vec<String> = inputs(dir.path(), &guest("good.img"))
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let host = providers::image_host(true, std::fs::read(&images[0]).unwrap());
+    images.push(format!("{}/debian.qcow2", host.base));
+    let cases = images.iter().map(|i| (i.clone(), "active", true)).chain([(
+        images[0].clone(),
+        "killed",
+        false,
+    )]);
+    for (img, end, ok) in cases {
         let mock = providers::kakaocloud(KakaoScript {
             expires_soon: false,
             end_status: end,
         });
-        let img = guest("good.img").display().to_string();
         let env = vec![
             ("KAKAOCLOUD_APPLICATION_CREDENTIAL_ID", KC_ID.to_owned()),
             (
@@ -856,7 +868,7 @@ fn kakaocloud_creates_from_a_volume_and_reports_failure() {
             ],
             &env,
         );
-        assert_eq!(out.status.success(), ok, "{}", text(&out));
+        assert_eq!(out.status.success(), ok, "{img}: {}", text(&out));
         assert_eq!(mock.violations(), Vec::<String>::new());
         if ok {
             let stdout = String::from_utf8_lossy(&out.stdout);

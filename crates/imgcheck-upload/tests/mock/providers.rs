@@ -103,6 +103,9 @@ pub struct DoScript {
     pub statuses: Vec<&'static str>,
     /// Answer the first POST with 429 + Retry-After.
     pub first_post_429: bool,
+    /// Answer the first POST with 500 (after creating the image, as a
+    /// proxy timing out would: a client must not POST again).
+    pub first_post_500: bool,
     /// The importer fetches `url` (GET, as DigitalOcean's importer does)
     /// when the image is created, and keeps the bytes.
     pub fetch: bool,
@@ -168,6 +171,12 @@ pub fn digitalocean(script: DoScript) -> Mock {
                         json!({"id": "too_many_requests", "message": "API rate limit exceeded."}),
                     )
                     .with_header("retry-after", "1");
+                }
+                if script.first_post_500 && posts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Resp::json(
+                        500,
+                        json!({"id": "server_error", "message": "Server Error"}),
+                    );
                 }
                 if script.fetch {
                     let url = body["url"].as_str().unwrap_or("").to_owned();
