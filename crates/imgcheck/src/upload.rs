@@ -263,6 +263,16 @@ pub fn upload(target: &UploadTarget, options: &UploadOptions<'_>) -> Result<Uplo
                     spaces_region,
                     keep_object,
                 } => {
+                    // One object is one file: an image made of several
+                    // (VMDK extents) would arrive without its data.
+                    if let Some(f) = &input_facts
+                        && !f.external_refs.is_empty()
+                    {
+                        return Err(Error::Usage(format!(
+                            "{image} keeps its data in other files ({} of them); convert it to one file first: imgcheck convert --for digitalocean {image}",
+                            f.external_refs.len()
+                        )));
+                    }
                     let key = object_key(&request.name, image);
                     request.presigned = true;
                     if options.dry_run {
@@ -504,13 +514,20 @@ fn preflight(
     let provider = target.provider();
     let location = target.location();
     if options.skip_check {
-        // Still needed: whether the input is already raw + gzip.
+        // Still needed: whether the input is already raw + gzip (Linode),
+        // whether it is one file (DigitalOcean through Spaces).
         let facts = match target {
-            UploadTarget::Linode { .. } => {
+            UploadTarget::Linode { .. }
+            | UploadTarget::DigitalOcean {
+                source: DoSource::File { .. },
+                ..
+            } => {
                 let input = crate::open(location, &options.open)?;
+                let info = input.disk.info();
                 Some(ImageFacts {
-                    format: Some(ImageFormat::Disk(input.disk.info().format)),
+                    format: Some(ImageFormat::Disk(info.format)),
                     compression: input.container,
+                    external_refs: info.external_refs.clone(),
                     ..Default::default()
                 })
             }

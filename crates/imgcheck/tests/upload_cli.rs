@@ -883,3 +883,30 @@ fn kakaocloud_creates_from_a_volume_and_reports_failure() {
         }
     }
 }
+
+#[test]
+fn digitalocean_refuses_a_multi_file_image_from_a_local_file() {
+    let vmdk = fixtures_dir().join("vmdk/big-twoGbMaxExtentSparse.vmdk");
+    assert!(vmdk.exists(), "{}: run tools/gen-fixtures", vmdk.display());
+    let out = run(
+        &[
+            "upload",
+            "-p",
+            "digitalocean",
+            &vmdk.display().to_string(),
+            "--region",
+            "nyc3",
+            "--spaces-bucket",
+            "b",
+            "--dry-run",
+            "--skip-check",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("other files"),
+        "{}",
+        text(&out)
+    );
+}
