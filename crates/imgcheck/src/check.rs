@@ -168,7 +168,8 @@ fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
     let guest = imgcheck_guest::inspect(watched.clone());
     let read_error = watched.damage().or_else(|| verify_allocation(&input.disk));
     let image = ImageFacts {
-        path: input.location.clone(),
+        // A presigned URL's signature is a credential: never in a report.
+        path: imgcheck_source::net::redact_url(&input.location),
         format: Some(ImageFormat::Disk(info.format)),
         subformat: info.subformat.clone(),
         compression: input.container,
