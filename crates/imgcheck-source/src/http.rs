@@ -880,15 +880,17 @@ impl BlockCache {
     }
 }
 
+/// A transport error, retried when the shared policy says another attempt
+/// may help ([`net::Transient::of`]; every request here is a GET or HEAD).
 fn transport_fail(e: &ureq::Error, opts: &HttpOptions) -> Fail {
+    if net::Transient::of(e).is_some() {
+        return Fail::Retry {
+            msg: e.to_string(),
+            after: None,
+            transport: true,
+        };
+    }
     match e {
-        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => {
-            Fail::Retry {
-                msg: e.to_string(),
-                after: None,
-                transport: true,
-            }
-        }
         ureq::Error::TooManyRedirects => Fail::Fatal {
             msg: format!("too many redirects (more than {})", opts.max_redirects),
             transport: true,
@@ -901,7 +903,7 @@ fn transport_fail(e: &ureq::Error, opts: &HttpOptions) -> Fail {
 }
 
 fn retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+    net::retryable_status(s.as_u16())
 }
 
 fn status_text(s: StatusCode) -> String {

@@ -96,8 +96,8 @@ impl Default for RetryPolicy {
 pub enum Transient {
     /// The server answered with this status.
     Status(u16),
-    /// The connection could not be made (refused, DNS): the request was
-    /// never sent, so even a `POST` may be repeated.
+    /// The connection could not be made (refused): the request was never
+    /// sent, so even a `POST` may be repeated.
     NotSent,
     /// The connection broke or timed out after the request may have been
     /// sent.
@@ -105,10 +105,12 @@ pub enum Transient {
 }
 
 impl Transient {
-    /// Classifies a ureq transport error.
+    /// Classifies a ureq transport error; `None` for errors another attempt
+    /// would not fix (a host name that does not resolve, a bad URL, too
+    /// many redirects).
     pub fn of(e: &ureq::Error) -> Option<Transient> {
         match e {
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => Some(Transient::NotSent),
+            ureq::Error::ConnectionFailed => Some(Transient::NotSent),
             ureq::Error::Io(_) | ureq::Error::Timeout(_) => Some(Transient::Broken),
             _ => None,
         }
