@@ -316,11 +316,34 @@ pub fn redact_url(url: &str) -> String {
     format!("{head}{authority}{rest}")
 }
 
+/// Elements of S3 error documents that echo credentials
+/// (`SignatureDoesNotMatch` answers quote the key id and the signature).
+const SECRET_ELEMENTS: &[&str] = &[
+    "AWSAccessKeyId",
+    "SignatureProvided",
+    "StringToSign",
+    "StringToSignBytes",
+    "CanonicalRequest",
+    "CanonicalRequestBytes",
+];
+
 /// `text` with every `http://` / `https://` URL in it passed through
-/// [`redact_url`] (a URL ends at whitespace or a quote).
+/// [`redact_url`] (a URL ends at whitespace or a quote), and the content of
+/// S3 error elements that echo credentials replaced by `***`.
 pub fn redact_text(text: &str) -> String {
+    let mut text = text.to_owned();
+    for el in SECRET_ELEMENTS {
+        let (open, close) = (format!("<{el}>"), format!("</{el}>"));
+        let mut from = 0;
+        while let Some(i) = text[from..].find(&open) {
+            let start = from + i + open.len();
+            let end = text[start..].find(&close).map_or(text.len(), |j| start + j);
+            text.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut rest = text.as_str();
     loop {
         let next = [rest.find("http://"), rest.find("https://")]
             .into_iter()
@@ -431,6 +454,12 @@ mod tests {
         assert_eq!(
             redact_url("https://up.example/abc?sig=1&token=t#f"),
             "https://up.example/abc?sig=***&token=***#f"
+        );
+        assert_eq!(
+            redact_text(
+                "<Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>AKID</AWSAccessKeyId><SignatureProvided>abc</SignatureProvided></Error>"
+            ),
+            "<Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>***</AWSAccessKeyId><SignatureProvided>***</SignatureProvided></Error>"
         );
         assert_eq!(
             redact_text("PUT https://h/u?Signature=zz: connection reset (\"http://a:b@c/\")"),

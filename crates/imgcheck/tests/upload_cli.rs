@@ -822,6 +822,37 @@ fn digitalocean_from_a_local_file_goes_through_spaces_and_leaves_no_object() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("Spaces object deleted"), "{stdout}");
     }
+
+    // A bucket that does not exist: the S3 error, no import, no secret.
+    let mock = providers::digitalocean(DoScript::default());
+    let mut env = do_env(&mock);
+    env.push(("SPACES_ACCESS_KEY_ID", SPACES_KEY.to_owned()));
+    env.push(("SPACES_SECRET_ACCESS_KEY", SPACES_SECRET.to_owned()));
+    env.push(("IMGCHECK_SPACES_ENDPOINT", s3.endpoint.clone()));
+    let f = files[0].display().to_string();
+    let out = run(
+        &[
+            "upload",
+            "-p",
+            "digitalocean",
+            &f,
+            "--region",
+            "nyc3",
+            "--spaces-bucket",
+            "no-such-bucket",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Spaces"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        mock.server.requests().is_empty(),
+        "no import without the object"
+    );
 }
 
 #[test]
