@@ -53,6 +53,7 @@ use ureq::{Body, BodyReader, ResponseExt};
 /// A response body cut at the length of the range asked for.
 type RangeBody = io::Take<BodyReader<'static>>;
 
+use crate::net;
 use crate::{Access, ByteSource, SourceError, check_range};
 
 /// Tuning and safety limits for [`HttpSource`].
@@ -104,6 +105,27 @@ impl Default for HttpOptions {
             cache_bytes: 64 * 1024 * 1024,
             stream_skip: 2 * 1024 * 1024,
             user_agent: concat!("imgcheck/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl HttpOptions {
+    /// The agent settings of the shared client policy.
+    pub fn client(&self) -> net::ClientOptions {
+        net::ClientOptions {
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            max_redirects: self.max_redirects,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+
+    /// The retry settings as the shared policy.
+    pub fn retry_policy(&self) -> net::RetryPolicy {
+        net::RetryPolicy {
+            attempts: self.retries.saturating_add(1),
+            base_delay: self.backoff_initial,
+            max_delay: self.backoff_max,
         }
     }
 }
@@ -218,15 +240,10 @@ impl HttpSource {
         http::Uri::try_from(url).map_err(|e| open_err(format!("invalid URL: {e}")))?;
         let opts = opts.clone();
         let block = u64::from(opts.block_size.max(4096));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(opts.max_redirects)
-            .max_redirects_will_error(true)
-            .user_agent(opts.user_agent.as_str())
+        // The shared policy's agent, asking for the bytes as stored (a
+        // transfer encoding would break byte ranges).
+        let agent: ureq::Agent = net::agent_config(&opts.client())
             .accept_encoding("identity")
-            .timeout_connect(Some(opts.connect_timeout))
-            .timeout_recv_response(Some(opts.read_timeout))
-            .timeout_per_read(Some(opts.read_timeout))
             .build()
             .into();
         let mut src = Self {
@@ -863,15 +880,17 @@ impl BlockCache {
     }
 }
 
+/// A transport error, retried when the shared policy says another attempt
+/// may help ([`net::Transient::of`]; every request here is a GET or HEAD).
 fn transport_fail(e: &ureq::Error, opts: &HttpOptions) -> Fail {
+    if net::Transient::of(e).is_some() {
+        return Fail::Retry {
+            msg: e.to_string(),
+            after: None,
+            transport: true,
+        };
+    }
     match e {
-        ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => {
-            Fail::Retry {
-                msg: e.to_string(),
-                after: None,
-                transport: true,
-            }
-        }
         ureq::Error::TooManyRedirects => Fail::Fatal {
             msg: format!("too many redirects (more than {})", opts.max_redirects),
             transport: true,
@@ -884,7 +903,7 @@ fn transport_fail(e: &ureq::Error, opts: &HttpOptions) -> Fail {
 }
 
 fn retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+    net::retryable_status(s.as_u16())
 }
 
 fn status_text(s: StatusCode) -> String {
@@ -894,34 +913,21 @@ fn status_text(s: StatusCode) -> String {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is treated as absent),
-/// capped at `max_retry_after`.
+/// What the server asked to wait ([`net::server_wait`]: `Retry-After` in
+/// seconds or as an HTTP-date, or a rate-limit reset), capped at
+/// `max_retry_after`.
 fn retry_after(h: &HeaderMap, opts: &HttpOptions) -> Option<Duration> {
-    let secs: u64 = header_str(h, "retry-after")?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(opts.max_retry_after))
+    let lookup = |n: &str| header_str(h, n).map(str::to_owned);
+    net::server_wait(&lookup, SystemTime::now()).map(|d| d.min(opts.max_retry_after))
 }
 
-/// Exponential backoff with a little jitter, or the server's `Retry-After`.
+/// The shared policy's backoff (exponential, jittered, capped) for retry
+/// `attempt` (0-based here), or the server's `Retry-After`.
 fn backoff(opts: &HttpOptions, attempt: u32, after: Option<Duration>) -> Duration {
     if let Some(a) = after {
         return a;
     }
-    let base = opts
-        .backoff_initial
-        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
-        .min(opts.backoff_max);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // Up to +25%.
-    let quarter = base.as_nanos() / 4;
-    let jitter = if quarter == 0 {
-        0
-    } else {
-        u64::from(nanos) % u64::try_from(quarter).unwrap_or(u64::MAX)
-    };
-    base + Duration::from_nanos(jitter)
+    opts.retry_policy().backoff(attempt + 1)
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -964,23 +970,10 @@ fn content_range_unsatisfied(h: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The URL with a password in its userinfo replaced by `***`.
+/// The URL without credentials (the shared redaction: userinfo password
+/// and signature/token query parameters).
 fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let after = &url[scheme_end + 3..];
-    let auth_end = after.find(['/', '?', '#']).unwrap_or(after.len());
-    let authority = &after[..auth_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    if user.len() == userinfo.len() {
-        return url.to_owned();
-    }
-    format!("{}{user}:***{}", &url[..scheme_end + 3], &after[at..])
+    net::redact_url(url)
 }
 
 /// `name` as one percent-encoded path segment in the directory of `url`.
@@ -1046,6 +1039,10 @@ mod tests {
         assert_eq!(redact("https://u:secret@h/x"), "https://u:***@h/x");
         assert_eq!(redact("https://u@h/x"), "https://u@h/x");
         assert_eq!(redact("https://h/x?a=b@c"), "https://h/x?a=b@c");
+        assert_eq!(
+            redact("https://h/x?X-Amz-Signature=abc&x=1"),
+            "https://h/x?X-Amz-Signature=***&x=1"
+        );
     }
 
     #[test]

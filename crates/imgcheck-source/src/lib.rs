@@ -23,6 +23,8 @@ mod file;
 #[cfg(feature = "http")]
 mod http;
 mod mem;
+#[cfg(feature = "http")]
+pub mod net;
 mod slice;
 
 pub use decompress::{

@@ -1,9 +1,12 @@
-//! The HTTP client every backend shares: JSON requests with retries,
-//! rate-limit handling and secret redaction.
+//! The provider API client every backend shares: JSON requests, with the
+//! retry, rate-limit, timeout and redaction policy of
+//! [`imgcheck_source::net`] (the same one the remote-image reader uses).
+//! On top of it this adds the credential ([`Auth`]) and takes the secret
+//! itself out of anything copied from a response.
 
 use std::fmt;
 use std::io::Read;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 use ureq::http;
@@ -50,26 +53,8 @@ pub enum Auth {
     Header(&'static str, Secret),
 }
 
-/// Retries for 429, 5xx and connection failures.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts in all (1 = no retry).
-    pub attempts: u32,
-    /// First backoff; doubles each retry.
-    pub base_delay: Duration,
-    /// Longest wait, also the cap on a server's Retry-After.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            attempts: 6,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(60),
-        }
-    }
-}
+pub use imgcheck_source::net::RetryPolicy;
+use imgcheck_source::net::{self, Transient};
 
 /// A poll loop's pace and patience.
 #[derive(Debug, Clone)]
@@ -98,6 +83,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// Body parsed as JSON (`Null` when empty or not JSON).
     pub json: Value,
+    /// The body as text (S3 answers XML).
+    pub text: String,
 }
 
 impl Reply {
@@ -135,16 +122,8 @@ pub struct Api {
 impl Api {
     /// A client for the API at `base` (no trailing slash needed).
     pub fn new(base: &str, auth: Auth) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(20)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .max_redirects(5)
-            .user_agent(concat!("imgcheck/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
         Self {
-            agent,
+            agent: net::agent(&net::ClientOptions::default()),
             base: base.trim_end_matches('/').to_owned(),
             auth,
             retry: RetryPolicy::default(),
@@ -169,8 +148,9 @@ impl Api {
             Auth::Bearer(_) => " [Authorization: Bearer ***]".into(),
             Auth::Header(h, _) => format!(" [{h}: ***]"),
         };
+        let url = net::redact_url(url);
         match body {
-            Some(b) => format!("{method} {url}{auth} {b}"),
+            Some(b) => format!("{method} {url}{auth} {}", self.redact(&b.to_string())),
             None => format!("{method} {url}{auth}"),
         }
     }
@@ -243,7 +223,7 @@ impl Api {
             req = req.header(*k, v.as_str());
         }
         let req = req.body(body).map_err(|e| UploadError::Protocol {
-            url: url.to_owned(),
+            url: net::redact_url(url),
             message: format!("cannot build request: {e}"),
         })?;
         Ok(match self.agent.run(req) {
@@ -253,6 +233,9 @@ impl Api {
     }
 
     /// Decides what follows an attempt: done, wait and retry, or fail.
+    /// Retries follow [`RetryPolicy::should_retry`]: a `POST` is repeated
+    /// only when the server did not act on it (429) or the connection was
+    /// never made.
     pub fn next_step(
         &self,
         method: &str,
@@ -260,22 +243,29 @@ impl Api {
         result: Result<Reply, ureq::Error>,
         attempt: u32,
     ) -> Result<Step, UploadError> {
-        let last = attempt >= self.retry.attempts;
         match result {
             Ok(reply) if reply.status < 400 => Ok(Step::Done(reply)),
-            Ok(reply) if !last && reply.status == 429 => {
-                Ok(Step::RetryAfter(self.rate_limit_wait(&reply, attempt)))
+            Ok(reply) => {
+                if self
+                    .retry
+                    .should_retry(method, Transient::Status(reply.status), attempt)
+                {
+                    let lookup = |n: &str| reply.header(n).map(str::to_owned);
+                    Ok(Step::RetryAfter(self.retry.wait(&lookup, attempt)))
+                } else {
+                    Err(self.http_error(method, url, &reply))
+                }
             }
-            Ok(reply) if !last && reply.status >= 500 => {
-                Ok(Step::RetryAfter(self.backoff(attempt)))
-            }
-            Ok(reply) => Err(self.http_error(method, url, &reply)),
-            Err(e) if !last && retryable(&e) => Ok(Step::RetryAfter(self.backoff(attempt))),
-            Err(e) => Err(UploadError::Transport {
-                method: method.to_owned(),
-                url: url.to_owned(),
-                message: self.redact(&e.to_string()),
-            }),
+            Err(e) => match Transient::of(&e) {
+                Some(t) if self.retry.should_retry(method, t, attempt) => {
+                    Ok(Step::RetryAfter(self.retry.backoff(attempt)))
+                }
+                _ => Err(UploadError::Transport {
+                    method: method.to_owned(),
+                    url: net::redact_url(url),
+                    message: self.redact(&e.to_string()),
+                }),
+            },
         }
     }
 
@@ -302,8 +292,8 @@ impl Api {
             .read_to_string(&mut text)
             .map_err(|e| UploadError::Transport {
                 method: "read".into(),
-                url: url.to_owned(),
-                message: e.to_string(),
+                url: net::redact_url(url),
+                message: self.redact(&e.to_string()),
             })?;
         let json = serde_json::from_str(&text).unwrap_or_else(|_| {
             if text.trim().is_empty() {
@@ -316,6 +306,7 @@ impl Api {
             status,
             headers,
             json,
+            text,
         })
     }
 
@@ -340,48 +331,21 @@ impl Api {
             .unwrap_or_else(|| reply.json.to_string());
         UploadError::Http {
             method: method.to_owned(),
-            url: url.to_owned(),
+            url: net::redact_url(url),
             status: reply.status,
             message: self.redact(&msg.chars().take(300).collect::<String>()),
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .retry
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        exp.min(self.retry.max_delay)
-    }
-
-    /// 429: `Retry-After` (seconds) first, then the reset epoch of
-    /// DigitalOcean's `ratelimit-reset` / Linode's `X-RateLimit-Reset`,
-    /// else exponential backoff; always capped.
-    fn rate_limit_wait(&self, reply: &Reply, attempt: u32) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let wait = reply
-            .header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs)
-            .or_else(|| {
-                ["ratelimit-reset", "x-ratelimit-reset"]
-                    .iter()
-                    .find_map(|h| reply.header(h)?.trim().parse::<u64>().ok())
-                    .map(|reset| Duration::from_secs(reset.saturating_sub(now)))
-            })
-            .unwrap_or_else(|| self.backoff(attempt));
-        wait.min(self.retry.max_delay)
-    }
-
-    /// Removes the secret from text copied out of a response or an error.
+    /// Removes the secret, and credentials in any URL, from text copied out
+    /// of a response or an error.
     pub fn redact(&self, text: &str) -> String {
+        let text = net::redact_text(text);
         match &self.auth {
             Auth::Bearer(t) | Auth::Header(_, t) if !t.expose().is_empty() => {
                 text.replace(t.expose(), "***")
             }
-            _ => text.to_owned(),
+            _ => text,
         }
     }
 
@@ -409,14 +373,4 @@ impl Api {
             std::thread::sleep(poll.interval);
         }
     }
-}
-
-fn retryable(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::HostNotFound
-    ) || e.to_string().contains("reset")
 }

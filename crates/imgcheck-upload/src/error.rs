@@ -8,7 +8,7 @@
 #[non_exhaustive]
 pub enum UploadError {
     /// No credentials in the environment.
-    #[error("no API token: set {vars}")]
+    #[error("no credentials: set {vars}")]
     MissingCredentials {
         /// The variables looked at.
         vars: String,
@@ -66,6 +66,21 @@ pub enum UploadError {
     /// The image breaks a documented limit of the provider.
     #[error("{0}")]
     Refused(String),
+    /// A flag value the provider would refuse (label, tag, region,
+    /// distribution), found before any request.
+    #[error("{0}")]
+    Invalid(String),
+    /// The upload failed, and something was cleaned up (or could not be).
+    #[error("{error}; {note}")]
+    Cleanup {
+        /// What failed.
+        error: Box<UploadError>,
+        /// What was done about what it left behind.
+        note: String,
+    },
+    /// An S3 (Spaces) request failed.
+    #[error("Spaces: {0}")]
+    Spaces(String),
     /// Reading the local file failed.
     #[error("{path}: {source}")]
     Io {

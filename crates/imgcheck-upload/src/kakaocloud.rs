@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{Api, Auth, Outcome, PollOptions, Secret, UploadError, base_url};
+use crate::{Api, Auth, Event, Flow, Secret, UploadError, base_url};
 
 /// Identity service (override with `IMGCHECK_KAKAOCLOUD_IAM_URL`).
 pub const DEFAULT_IAM: &str = "https://iam.kakaocloud.com";
@@ -43,10 +43,14 @@ pub struct Credential {
 }
 
 impl Credential {
-    /// From `KAKAOCLOUD_APPLICATION_CREDENTIAL_ID` / `_SECRET`.
+    /// From `KAKAOCLOUD_APPLICATION_CREDENTIAL_ID` and
+    /// `KAKAOCLOUD_APPLICATION_CREDENTIAL_SECRET`; the error names both.
     pub fn from_env() -> Result<Self, UploadError> {
-        let id = crate::token_from_env(&[ID_VAR])?;
-        let secret = crate::token_from_env(&[SECRET_VAR])?;
+        let missing = || UploadError::MissingCredentials {
+            vars: format!("{ID_VAR} and {SECRET_VAR}"),
+        };
+        let id = crate::token_from_env(&[ID_VAR]).map_err(|_| missing())?;
+        let secret = crate::token_from_env(&[SECRET_VAR]).map_err(|_| missing())?;
         Ok(Self {
             id: id.expose().to_owned(),
             secret,
@@ -101,13 +105,9 @@ impl Session {
         }
     }
 
-    /// The auth request body (secret redacted when `redact`).
-    fn auth_body(&self, redact: bool) -> Value {
-        let secret = if redact {
-            "***"
-        } else {
-            self.cred.secret.expose()
-        };
+    /// The auth request body.
+    fn auth_body(&self) -> Value {
+        let secret = self.cred.secret.expose();
         json!({"auth": {"identity": {"methods": ["application_credential"],
             "application_credential": {"id": self.cred.id, "secret": secret}}}})
     }
@@ -115,16 +115,16 @@ impl Session {
     /// A valid token, issuing a new one when none is held or it expires
     /// within five minutes.
     pub fn token(&mut self) -> Result<Secret, UploadError> {
-        if let Some((t, exp)) = &self.token {
-            if exp.saturating_duration_since(Instant::now()) > RENEW_MARGIN {
-                return Ok(t.clone());
-            }
+        if let Some((t, exp)) = &self.token
+            && exp.saturating_duration_since(Instant::now()) > RENEW_MARGIN
+        {
+            return Ok(t.clone());
         }
         self.iam.retry = self.retry.clone();
         let url = self.iam.url("/identity/v3/auth/tokens");
         let reply = self
             .iam
-            .json("POST", &url, Some(&self.auth_body(false)))
+            .json("POST", &url, Some(&self.auth_body()))
             .map_err(|e| self.scrub(e))?;
         let token = reply
             .header("x-subject-token")
@@ -185,33 +185,51 @@ impl Session {
     }
 }
 
-/// Creates an image from root volume `volume_id` and waits until `active`.
+/// The body of the create request. The Terraform provider sends `"-"`
+/// when there is no description.
+pub fn request_body(name: &str, description: Option<&str>) -> Value {
+    json!({"image": {"name": name, "description": description.unwrap_or("-")}})
+}
+
+/// The requests [`create_from_volume`] sends, for `--dry-run` (no
+/// credentials needed).
+pub fn plan(
+    endpoints: &Endpoints,
+    volume_id: &str,
+    name: &str,
+    description: Option<&str>,
+) -> Vec<String> {
+    let probe = Api::new("", Auth::Header("X-Auth-Token", Secret::new("")));
+    let auth = json!({"auth": {"identity": {"methods": ["application_credential"],
+        "application_credential": {"id": "$KAKAOCLOUD_APPLICATION_CREDENTIAL_ID", "secret": "***"}}}});
+    vec![
+        format!("POST {}/identity/v3/auth/tokens {auth}", endpoints.iam),
+        probe.describe(
+            "POST",
+            &format!("{}/api/v1/volumes/{volume_id}/image", endpoints.volume),
+            Some(&request_body(name, description)),
+        ),
+        probe.describe(
+            "GET",
+            &format!("{}/api/v1/images/{{id}}", endpoints.image),
+            None,
+        ) + " (until status is active)",
+    ]
+}
+
+/// Creates an image from root volume `volume_id` and, when `flow.wait`,
+/// waits until it is `active`. Returns the last image object seen.
 pub fn create_from_volume(
     session: &mut Session,
     volume_id: &str,
     name: &str,
     description: Option<&str>,
-    poll: &PollOptions,
-    dry_run: bool,
-) -> Result<Outcome, UploadError> {
+    flow: &Flow<'_>,
+) -> Result<Value, UploadError> {
     let volume_base = session.endpoints.volume.clone();
     let image_base = session.endpoints.image.clone();
-    // The Terraform provider sends "-" when there is no description.
-    let body = json!({"image": {"name": name, "description": description.unwrap_or("-")}});
+    let body = request_body(name, description);
     let create = format!("{volume_base}/api/v1/volumes/{volume_id}/image");
-    if dry_run {
-        let probe = Api::new("", Auth::Header("X-Auth-Token", Secret::new("")));
-        return Ok(Outcome::DryRun(vec![
-            format!(
-                "POST {}/identity/v3/auth/tokens {}",
-                session.iam.url(""),
-                session.auth_body(true)
-            ),
-            probe.describe("POST", &create, Some(&body)),
-            probe.describe("GET", &format!("{image_base}/api/v1/images/{{id}}"), None)
-                + " (until status is active)",
-        ]));
-    }
     let api = session.api(&volume_base)?;
     let reply = api.json("POST", &create, Some(&body))?;
     let id = ["/image/id", "/id", "/image_id"]
@@ -222,8 +240,14 @@ pub fn create_from_volume(
             url: create.clone(),
             message: "no image id in the reply".into(),
         })?;
+    (flow.events)(Event::Status(&format!(
+        "KakaoCloud image {id} created from volume {volume_id}"
+    )));
+    if !flow.wait {
+        return Ok(reply.json.get("image").cloned().unwrap_or(reply.json));
+    }
     let get = format!("{image_base}/api/v1/images/{id}");
-    let image = Api::new("", Auth::None).poll(&format!("KakaoCloud image {id}"), poll, || {
+    Api::new("", Auth::None).poll(&format!("KakaoCloud image {id}"), flow.poll, || {
         // A fresh client per poll renews the token inside long waits.
         let api = session.api(&image_base)?;
         let r = api.json("GET", &get, None)?;
@@ -233,6 +257,7 @@ pub fn create_from_volume(
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
+        (flow.events)(Event::Status(&format!("KakaoCloud image {id}: {status}")));
         match status.as_str() {
             "active" => Ok((Some(image), status)),
             "killed" | "deleted" | "error" => Err(UploadError::Provider {
@@ -242,8 +267,7 @@ pub fn create_from_volume(
             }),
             _ => Ok((None, status)),
         }
-    })?;
-    Ok(Outcome::Image(image))
+    })
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC time such as

@@ -1,105 +1,55 @@
-//! Each provider backend against a local server playing its API as
-//! documented: success, provider-side failure, rate limiting, retries, an
-//! interrupted upload, and no token anywhere in what the caller sees.
+//! Each provider backend against a strict local stand-in of its API
+//! (mock/providers.rs): success, provider-side failure, rate limiting,
+//! retries, an interrupted upload, and no credential anywhere in what the
+//! caller sees. Every test asserts after the call that the mock saw no
+//! request the real API would refuse.
 
 mod mock;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use imgcheck_upload::kakaocloud::{Credential, Endpoints, Session};
 use imgcheck_upload::{
-    Api, Auth, Outcome, PollOptions, RetryPolicy, Secret, UploadError, digitalocean, linode,
+    Api, Auth, Event, Flow, PollOptions, RetryPolicy, Secret, UploadError, digitalocean, linode,
 };
-use mock::{Req, Resp, Server};
+use mock::providers::{self, DoScript, KC_ID, KC_SECRET, KakaoScript, LinodeScript, TOKEN};
 use serde_json::json;
 
-const TOKEN: &str = "tok-SECRET-4242";
+fn retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_secs(2),
+    }
+}
 
-fn fast() -> (RetryPolicy, PollOptions) {
-    (
-        RetryPolicy {
-            attempts: 4,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_secs(2),
-        },
-        PollOptions {
-            interval: Duration::from_millis(5),
-            timeout: Duration::from_secs(5),
-        },
-    )
+fn poll() -> PollOptions {
+    PollOptions {
+        interval: Duration::from_millis(5),
+        timeout: Duration::from_secs(5),
+    }
 }
 
 fn api(base: &str) -> Api {
     let mut a = Api::new(base, Auth::Bearer(Secret::new(TOKEN)));
-    a.retry = fast().0;
+    a.retry = retry();
     a
 }
 
-fn assert_no_token(text: &str) {
-    assert!(
-        !text.contains(TOKEN) && !text.contains("SECRET"),
-        "token leaked: {text}"
-    );
+fn quiet(_: Event<'_>) {}
+
+fn flow(p: &PollOptions) -> Flow<'_> {
+    Flow {
+        poll: p,
+        wait: true,
+        events: &quiet,
+    }
 }
 
-fn image_host(head_ok: bool) -> Server {
-    Server::start(move |r: &Req| match (r.method.as_str(), head_ok) {
-        ("HEAD", true) => Resp::Reply(
-            200,
-            vec![("Content-Length".into(), "1048576".into())],
-            vec![],
-        ),
-        ("HEAD", false) => Resp::json(405, json!({"message": "HEAD not allowed"})),
-        _ => Resp::json(404, json!({})),
-    })
-}
-
-/// DigitalOcean: statuses NEW → pending → available; `fail` ends in deleted.
-fn do_api(statuses: &'static [&'static str], first_post_429: bool) -> Server {
-    let polls = Arc::new(AtomicUsize::new(0));
-    let posts = Arc::new(AtomicUsize::new(0));
-    Server::start(move |r: &Req| {
-        if r.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-            return Resp::json(
-                401,
-                json!({"id": "unauthorized", "message": "Unable to authenticate you"}),
-            );
-        }
-        match (r.method.as_str(), r.path.as_str()) {
-            ("POST", "/v2/images") => {
-                if first_post_429 && posts.fetch_add(1, Ordering::SeqCst) == 0 {
-                    return Resp::json(
-                        429,
-                        json!({"id": "too_many_requests", "message": "API rate limit exceeded."}),
-                    )
-                    .with_header("retry-after", "1");
-                }
-                Resp::json(
-                    202,
-                    json!({"image": {"id": 38413969, "name": r.json()["name"], "status": "NEW", "error_message": ""}}),
-                )
-            }
-            ("GET", "/v2/images/38413969") => {
-                let i = polls.fetch_add(1, Ordering::SeqCst);
-                if i == 1 {
-                    return Resp::json(500, json!({"message": "internal error"}));
-                }
-                let status = statuses[i.min(statuses.len() - 1)];
-                let err = if status == "deleted" {
-                    "We had a problem decompressing your file."
-                } else {
-                    ""
-                };
-                Resp::json(
-                    200,
-                    json!({"image": {"id": 38413969, "status": status, "error_message": err}}),
-                )
-            }
-            _ => Resp::json(404, json!({"message": "not found"})),
-        }
-    })
+fn assert_no_secret(text: &str) {
+    for s in [TOKEN, "SECRET", "deadbeef", "X-Amz-Credential=LINODE"] {
+        assert!(!text.contains(s), "{s} leaked: {text}");
+    }
 }
 
 fn do_request(url: String) -> digitalocean::ImportRequest {
@@ -108,173 +58,119 @@ fn do_request(url: String) -> digitalocean::ImportRequest {
         url,
         region: "nyc3".into(),
         distribution: Some("Debian".into()),
-        description: None,
         tags: vec!["a".into()],
+        ..Default::default()
     }
 }
 
 #[test]
-fn digitalocean_import_succeeds_after_429_and_500() {
-    let host = image_host(true);
-    let server = do_api(&["NEW", "NEW", "pending", "available"], true);
-    let out = digitalocean::import(
-        &api(&server.base),
-        &do_request(format!("{}/x.qcow2", host.base)),
-        &fast().1,
-        false,
-    )
-    .expect("import succeeds");
-    let Outcome::Image(image) = out else {
-        panic!("not an image")
-    };
+fn digitalocean_import_succeeds_after_429_and_transfers() {
+    let host = providers::image_host(true, vec![7; 1000]);
+    let mock = providers::digitalocean(DoScript {
+        statuses: vec!["NEW", "pending", "available"],
+        first_post_429: true,
+        ..Default::default()
+    });
+    let mut req = do_request(format!("{}/x.qcow2", host.base));
+    req.regions = vec!["ams3".into()];
+    let p = poll();
+    let image = digitalocean::import(&api(mock.base()), &req, &flow(&p)).expect("import");
     assert_eq!(image["status"], "available");
+    assert_eq!(mock.violations(), Vec::<String>::new());
     assert_eq!(host.count("HEAD", "/x.qcow2"), 1, "preflight HEAD");
-    assert_eq!(server.count("POST", "/v2/images"), 2, "429 was retried");
-    let post = server
+    assert_eq!(
+        mock.server.count("POST", "/v2/images"),
+        3,
+        "429 retried, then one transfer"
+    );
+    let post = mock
+        .server
         .requests()
         .into_iter()
         .find(|r| r.method == "POST" && r.path == "/v2/images")
         .unwrap();
-    assert_eq!(post.json()["region"], "nyc3");
-    assert_eq!(post.json()["tags"], json!(["a"]));
-    assert!(
-        server.count("GET", "/v2/images/38413969") >= 4,
-        "polled through the 500"
+    assert_eq!(
+        post.json(),
+        json!({"name": "img", "url": format!("{}/x.qcow2", host.base), "region": "nyc3",
+            "distribution": "Debian", "tags": ["a"]})
+    );
+    assert_eq!(
+        mock.server.count("POST", "/v2/images/38413969/actions"),
+        1,
+        "one transfer"
     );
 }
 
 #[test]
 fn digitalocean_deleted_image_reports_error_message() {
-    let host = image_host(true);
-    let server = do_api(&["NEW", "NEW", "deleted"], false);
+    let host = providers::image_host(true, vec![1; 10]);
+    let mock = providers::digitalocean(DoScript {
+        statuses: vec!["NEW", "deleted"],
+        ..Default::default()
+    });
+    let p = poll();
     let err = digitalocean::import(
-        &api(&server.base),
+        &api(mock.base()),
         &do_request(format!("{}/x.img", host.base)),
-        &fast().1,
-        false,
+        &flow(&p),
     )
     .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, UploadError::Provider { .. }), "{msg}");
     assert!(msg.contains("problem decompressing"), "{msg}");
-    assert_no_token(&msg);
+    assert_no_secret(&msg);
+    assert_eq!(mock.violations(), Vec::<String>::new());
 }
 
 #[test]
-fn digitalocean_refuses_a_host_without_head() {
-    let host = image_host(false);
-    let server = do_api(&["available"], false);
+fn digitalocean_refuses_a_host_without_head_but_a_presigned_url_uses_a_ranged_get() {
+    let host = providers::image_host(false, vec![1; 10]);
+    let mock = providers::digitalocean(DoScript::default());
+    let p = poll();
     let err = digitalocean::import(
-        &api(&server.base),
+        &api(mock.base()),
         &do_request(format!("{}/x.img", host.base)),
-        &fast().1,
-        false,
+        &flow(&p),
     )
     .unwrap_err();
     assert!(err.to_string().contains("HEAD"), "{err}");
     assert_eq!(
-        server.count("POST", "/v2/images"),
+        mock.server.count("POST", "/v2/images"),
         0,
-        "nothing created when the preflight fails"
+        "nothing created"
     );
+
+    let mut req = do_request(format!("{}/x.img?X-Amz-Signature=abc", host.base));
+    req.presigned = true;
+    digitalocean::import(&api(mock.base()), &req, &flow(&p)).expect("import");
+    let get = host
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .expect("ranged GET");
+    assert_eq!(get.header("range"), Some("bytes=0-0"));
+    assert_eq!(mock.violations(), Vec::<String>::new());
 }
 
 #[test]
-fn digitalocean_bad_token_and_dry_run_never_show_the_token() {
-    let host = image_host(true);
-    let server = do_api(&["available"], false);
-    let mut bad = Api::new(&server.base, Auth::Bearer(Secret::new("tok-SECRET-wrong")));
-    bad.retry = fast().0;
-    let err = digitalocean::import(
-        &bad,
-        &do_request(format!("{}/x.img", host.base)),
-        &fast().1,
-        false,
-    )
-    .unwrap_err();
+fn digitalocean_bad_token_never_shows_the_token() {
+    let host = providers::image_host(true, vec![1; 10]);
+    let mock = providers::digitalocean(DoScript::default());
+    let mut bad = Api::new(mock.base(), Auth::Bearer(Secret::new("tok-SECRET-wrong")));
+    bad.retry = retry();
+    let p = poll();
+    let err = digitalocean::import(&bad, &do_request(format!("{}/x.img", host.base)), &flow(&p))
+        .unwrap_err();
     assert!(
         matches!(err, UploadError::Http { status: 401, .. }),
         "{err}"
     );
-    assert_no_token(&format!("{err} {err:?}"));
-    let before = server.requests().len();
-    let Outcome::DryRun(lines) = digitalocean::import(
-        &api(&server.base),
-        &do_request("https://h/x.img".into()),
-        &fast().1,
-        true,
-    )
-    .unwrap() else {
-        panic!("dry run");
-    };
-    assert_eq!(server.requests().len(), before, "dry run sends nothing");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("POST") && l.contains("/v2/images") && l.contains("Bearer ***"))
+    assert_no_secret(&format!("{err} {err:?}"));
+    assert_eq!(
+        mock.server.count("POST", "/v2/images"),
+        1,
+        "a 401 is not retried"
     );
-    assert_no_token(&lines.join("\n"));
-}
-
-/// Linode: POST /v4/images/upload, PUT to upload_to (checked for length and
-/// MD5), then statuses until available.
-fn linode_api(
-    put_failures: usize,
-    drop_put: bool,
-    deleted: bool,
-) -> (Server, Arc<std::sync::Mutex<Option<String>>>) {
-    let received_md5 = Arc::new(std::sync::Mutex::new(None));
-    let seen = received_md5.clone();
-    let puts = Arc::new(AtomicUsize::new(0));
-    let polls = Arc::new(AtomicUsize::new(0));
-    let base = Arc::new(std::sync::Mutex::new(String::new()));
-    let base2 = base.clone();
-    let server = Server::start(move |r: &Req| match (r.method.as_str(), r.path.as_str()) {
-        ("POST", "/v4/images/upload") => {
-            if r.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-                return Resp::json(401, json!({"errors": [{"reason": "Invalid Token"}]}));
-            }
-            let upload_to = format!("{}/upload/abc?sig=1", base2.lock().unwrap());
-            Resp::json(
-                200,
-                json!({"upload_to": upload_to, "image": {"id": "private/42", "status": "pending_upload", "label": r.json()["label"]}}),
-            )
-        }
-        ("PUT", p) if p.starts_with("/upload/abc") => {
-            assert!(
-                r.header("authorization").is_none(),
-                "no credentials to the presigned URL"
-            );
-            assert_eq!(r.header("content-type"), Some("application/octet-stream"));
-            let n = puts.fetch_add(1, Ordering::SeqCst);
-            if n < put_failures {
-                return if drop_put {
-                    Resp::Drop
-                } else {
-                    Resp::json(500, json!({}))
-                };
-            }
-            let len: usize = r
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .expect("Content-Length set");
-            assert_eq!(len, r.body.len(), "length matches body");
-            use md5::{Digest, Md5};
-            *seen.lock().unwrap() = Some(format!("{:x}", Md5::digest(&r.body)));
-            Resp::Reply(200, vec![], vec![])
-        }
-        ("GET", "/v4/images/private/42") => {
-            let i = polls.fetch_add(1, Ordering::SeqCst);
-            if deleted && i >= 1 {
-                return Resp::json(404, json!({"errors": [{"reason": "Not found"}]}));
-            }
-            let status = ["pending_upload", "creating", "available"][i.min(2)];
-            Resp::json(200, json!({"id": "private/42", "status": status}))
-        }
-        _ => Resp::json(404, json!({"errors": [{"reason": "Not found"}]})),
-    });
-    *base.lock().unwrap() = server.base.clone();
-    (server, received_md5)
 }
 
 fn gz_file(dir: &std::path::Path) -> std::path::PathBuf {
@@ -288,9 +184,10 @@ fn gz_file(dir: &std::path::Path) -> std::path::PathBuf {
 
 fn linode_request() -> linode::UploadRequest {
     linode::UploadRequest {
-        label: "img".into(),
+        label: "debian-12.2".into(),
         region: "us-east".into(),
         cloud_init: true,
+        tags: vec!["web".into()],
         ..Default::default()
     }
 }
@@ -300,143 +197,122 @@ fn linode_upload_streams_with_md5_and_waits() {
     for (failures, drop_put) in [(0, false), (1, false), (2, true)] {
         let dir = tempfile::tempdir().unwrap();
         let gz = gz_file(dir.path());
-        let (server, received) = linode_api(failures, drop_put, false);
-        let progress = |_n: u64| {};
-        let (out, up) = linode::upload(
-            &api(&server.base),
+        let mock = providers::linode(LinodeScript {
+            put_failures: failures,
+            drop_put,
+            deleted: false,
+        });
+        let sent = std::sync::Mutex::new(Vec::new());
+        let events = |e: Event<'_>| {
+            if let Event::Sent { done, total } = e {
+                sent.lock().unwrap().push((done, total));
+            }
+        };
+        let p = poll();
+        let up = linode::upload(
+            &api(mock.base()),
             &linode_request(),
             &gz,
             1 << 30,
-            &fast().1,
-            false,
-            &progress,
+            &Flow {
+                poll: &p,
+                wait: true,
+                events: &events,
+            },
         )
         .unwrap_or_else(|e| panic!("failures={failures} drop={drop_put}: {e}"));
-        let up = up.unwrap();
+        let bytes = std::fs::read(&gz).unwrap();
         use md5::{Digest, Md5};
-        let want = format!("{:x}", Md5::digest(std::fs::read(&gz).unwrap()));
+        let want = format!("{:x}", Md5::digest(&bytes));
         assert_eq!(up.md5, want);
-        assert_eq!(
-            received.lock().unwrap().as_deref(),
-            Some(want.as_str()),
-            "server got the same bytes"
-        );
-        assert_eq!(up.bytes, std::fs::metadata(&gz).unwrap().len());
-        assert!(matches!(out, Outcome::Image(ref i) if i["status"] == "available"));
-        assert_eq!(server.count("PUT", "/upload/abc"), failures + 1);
-        let post = server
+        assert_eq!(mock.received().as_deref(), Some(bytes.as_slice()));
+        assert_eq!(up.image["status"], "available");
+        assert_eq!(mock.server.count("PUT", "/upload/abc"), failures + 1);
+        let total = bytes.len() as u64;
+        let last = *sent.lock().unwrap().last().unwrap();
+        assert_eq!(last, (total, total), "progress ends at the file size");
+        let post = mock
+            .server
             .requests()
             .into_iter()
             .find(|r| r.method == "POST")
             .unwrap();
-        assert_eq!(post.json()["cloud_init"], true);
+        assert_eq!(
+            post.json(),
+            json!({"label": "debian-12.2", "region": "us-east", "cloud_init": true, "tags": ["web"]})
+        );
+        assert_eq!(mock.violations(), Vec::<String>::new());
     }
 }
 
 #[test]
-fn linode_upload_gives_up_after_retries_and_reports_deleted_images() {
+fn linode_failed_put_deletes_its_pending_image_and_hides_the_upload_url() {
     let dir = tempfile::tempdir().unwrap();
     let gz = gz_file(dir.path());
-    let (server, _) = linode_api(100, true, false);
-    let err = linode::upload(
-        &api(&server.base),
-        &linode_request(),
-        &gz,
+    let mock = providers::linode(LinodeScript {
+        put_failures: 100,
+        drop_put: true,
+        deleted: false,
+    });
+    let p = poll();
+    let err = linode::upload(&api(mock.base()), &linode_request(), &gz, 1, &flow(&p)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("private/42") && msg.contains("deleted"),
+        "{msg}"
+    );
+    assert_no_secret(&format!("{msg} {err:?}"));
+    assert_eq!(mock.server.count("DELETE", "/v4/images/private/42"), 1);
+    assert_eq!(
+        mock.server.count("POST", "/v4/images/upload"),
         1,
-        &fast().1,
-        false,
-        &|_| {},
-    )
-    .unwrap_err();
-    assert!(matches!(err, UploadError::Transport { .. }), "{err}");
-    assert_no_token(&err.to_string());
+        "POST never repeated"
+    );
+    assert_eq!(mock.violations(), Vec::<String>::new());
 
-    let (server, _) = linode_api(0, false, true);
-    let err = linode::upload(
-        &api(&server.base),
-        &linode_request(),
-        &gz,
-        1,
-        &fast().1,
-        false,
-        &|_| {},
-    )
-    .unwrap_err();
+    let mock = providers::linode(LinodeScript {
+        deleted: true,
+        ..Default::default()
+    });
+    let err = linode::upload(&api(mock.base()), &linode_request(), &gz, 1, &flow(&p)).unwrap_err();
     assert!(matches!(err, UploadError::Provider { .. }), "{err}");
     assert!(err.to_string().contains("deleted"));
 }
 
 #[test]
-fn linode_limits_are_enforced_before_any_request() {
+fn linode_limits_labels_and_regions_are_checked_before_any_upload() {
     let dir = tempfile::tempdir().unwrap();
     let gz = gz_file(dir.path());
-    let (server, _) = linode_api(0, false, false);
+    let mock = providers::linode(LinodeScript::default());
+    let p = poll();
     let err = linode::upload(
-        &api(&server.base),
+        &api(mock.base()),
         &linode_request(),
         &gz,
         7 << 30,
-        &fast().1,
-        false,
-        &|_| {},
+        &flow(&p),
     )
     .unwrap_err();
     assert!(matches!(err, UploadError::Refused(_)), "{err}");
-    assert!(server.requests().is_empty());
+    let mut bad = linode_request();
+    bad.label = "a/b".into();
+    let err = linode::upload(&api(mock.base()), &bad, &gz, 1, &flow(&p)).unwrap_err();
+    assert!(matches!(err, UploadError::Invalid(_)), "{err}");
+    assert!(mock.server.requests().is_empty());
+    let err = linode::check_region(&api(mock.base()), "us-edge").unwrap_err();
+    assert!(err.to_string().contains("Object Storage"), "{err}");
+    let err = linode::check_region(&api(mock.base()), "mars-1").unwrap_err();
+    assert!(err.to_string().contains("no region"), "{err}");
+    linode::check_region(&api(mock.base()), "us-east").unwrap();
+    assert_eq!(mock.violations(), Vec::<String>::new());
 }
 
-/// KakaoCloud: tokens from X-Subject-Token (expiring soon → renewed), image
-/// from a volume, statuses until active.
-fn kakao_api(expires_soon: bool, end_status: &'static str) -> Server {
-    let polls = Arc::new(AtomicUsize::new(0));
-    let auths = Arc::new(AtomicUsize::new(0));
-    Server::start(move |r: &Req| match (r.method.as_str(), r.path.as_str()) {
-        ("POST", "/identity/v3/auth/tokens") => {
-            let cred = &r.json()["auth"]["identity"]["application_credential"];
-            if cred["secret"] != "kc-SECRET" {
-                return Resp::json(401, json!({"error": {"message": "bad credential"}}));
-            }
-            let n = auths.fetch_add(1, Ordering::SeqCst);
-            let exp = if expires_soon {
-                "2000-01-01T00:00:00Z"
-            } else {
-                "2999-01-01T00:00:00Z"
-            };
-            Resp::json(201, json!({"token": {"expires_at": exp}}))
-                .with_header("X-Subject-Token", &format!("kt-{n}"))
-        }
-        ("POST", "/api/v1/volumes/vol-1/image") => {
-            if r.header("x-auth-token")
-                .is_none_or(|t| !t.starts_with("kt-"))
-            {
-                return Resp::json(401, json!({}));
-            }
-            Resp::json(
-                202,
-                json!({"image": {"id": "img-9", "name": r.json()["image"]["name"]}}),
-            )
-        }
-        ("GET", "/api/v1/images/img-9") => {
-            let i = polls.fetch_add(1, Ordering::SeqCst);
-            if i == 0 {
-                return Resp::json(429, json!({})).with_header("Retry-After", "0");
-            }
-            let status = if i >= 3 { end_status } else { "saving" };
-            Resp::json(
-                200,
-                json!({"image": {"id": "img-9", "status": status, "os_info": {"type": "linux"}}}),
-            )
-        }
-        _ => Resp::json(404, json!({})),
-    })
-}
-
-fn kakao_session(server: &Server) -> Session {
+fn kakao_session(mock: &providers::Mock) -> Session {
     let cred = Credential {
-        id: "cid".into(),
-        secret: Secret::new("kc-SECRET"),
+        id: KC_ID.into(),
+        secret: Secret::new(KC_SECRET),
     };
-    let b = server.base.clone();
+    let b = mock.base().to_owned();
     let mut s = Session::new(
         cred,
         Endpoints {
@@ -445,81 +321,124 @@ fn kakao_session(server: &Server) -> Session {
             image: b,
         },
     );
-    s.retry = fast().0;
+    s.retry = retry();
     s
 }
 
 #[test]
 fn kakaocloud_creates_from_volume_and_renews_tokens() {
-    let server = kakao_api(true, "active");
-    let mut session = kakao_session(&server);
-    let out = imgcheck_upload::kakaocloud::create_from_volume(
+    let mock = providers::kakaocloud(KakaoScript {
+        expires_soon: true,
+        end_status: "active",
+    });
+    let mut session = kakao_session(&mock);
+    let p = poll();
+    let image = imgcheck_upload::kakaocloud::create_from_volume(
         &mut session,
         "vol-1",
         "img",
         None,
-        &fast().1,
-        false,
+        &flow(&p),
     )
     .expect("create");
-    assert!(matches!(out, Outcome::Image(ref i) if i["status"] == "active"));
+    assert_eq!(image["status"], "active");
     // An already-expired token is renewed before each use.
-    assert!(server.count("POST", "/identity/v3/auth/tokens") >= 3);
-    let create = server
+    assert!(mock.server.count("POST", "/identity/v3/auth/tokens") >= 3);
+    let create = mock
+        .server
         .requests()
         .into_iter()
         .find(|r| r.path == "/api/v1/volumes/vol-1/image")
         .unwrap();
-    assert_eq!(create.json()["image"]["description"], "-");
+    assert_eq!(
+        create.json(),
+        json!({"image": {"name": "img", "description": "-"}})
+    );
+    assert_eq!(mock.violations(), Vec::<String>::new());
 
-    let server = kakao_api(false, "active");
-    let mut session = kakao_session(&server);
+    let mock = providers::kakaocloud(KakaoScript {
+        expires_soon: false,
+        end_status: "active",
+    });
+    let mut session = kakao_session(&mock);
     imgcheck_upload::kakaocloud::create_from_volume(
         &mut session,
         "vol-1",
         "img",
         Some("d"),
-        &fast().1,
-        false,
+        &flow(&p),
     )
     .unwrap();
     assert_eq!(
-        server.count("POST", "/identity/v3/auth/tokens"),
+        mock.server.count("POST", "/identity/v3/auth/tokens"),
         1,
         "a valid token is reused"
     );
+    assert_eq!(mock.violations(), Vec::<String>::new());
 }
 
 #[test]
-fn kakaocloud_failure_status_and_dry_run() {
-    let server = kakao_api(false, "killed");
-    let mut session = kakao_session(&server);
+fn kakaocloud_failure_status_and_bad_secret() {
+    let mock = providers::kakaocloud(KakaoScript {
+        expires_soon: false,
+        end_status: "killed",
+    });
+    let mut session = kakao_session(&mock);
+    let p = poll();
     let err = imgcheck_upload::kakaocloud::create_from_volume(
         &mut session,
         "vol-1",
         "img",
         None,
-        &fast().1,
-        false,
+        &flow(&p),
     )
     .unwrap_err();
     assert!(matches!(err, UploadError::Provider { .. }), "{err}");
 
-    let server = kakao_api(false, "active");
-    let mut session = kakao_session(&server);
-    let Outcome::DryRun(lines) = imgcheck_upload::kakaocloud::create_from_volume(
-        &mut session,
-        "vol-1",
-        "img",
-        None,
-        &fast().1,
-        true,
+    let mut bad = Session::new(
+        Credential {
+            id: KC_ID.into(),
+            secret: Secret::new("kc-SECRET-wrong"),
+        },
+        Endpoints {
+            iam: mock.base().into(),
+            volume: mock.base().into(),
+            image: mock.base().into(),
+        },
+    );
+    bad.retry = retry();
+    let err =
+        imgcheck_upload::kakaocloud::create_from_volume(&mut bad, "vol-1", "img", None, &flow(&p))
+            .unwrap_err();
+    assert!(
+        matches!(err, UploadError::Http { status: 401, .. }),
+        "{err}"
+    );
+    assert_no_secret(&format!("{err} {err:?}"));
+}
+
+#[test]
+fn a_post_is_not_repeated_after_a_server_error_but_gets_are() {
+    let host = providers::image_host(true, vec![1; 10]);
+    let mock = providers::digitalocean(DoScript {
+        first_post_500: true,
+        ..Default::default()
+    });
+    let p = poll();
+    let err = digitalocean::import(
+        &api(mock.base()),
+        &do_request(format!("{}/x.img", host.base)),
+        &flow(&p),
     )
-    .unwrap() else {
-        panic!("dry run")
-    };
-    assert!(server.requests().is_empty(), "dry run sends nothing");
-    let text = lines.join("\n");
-    assert!(!text.contains("kc-SECRET"), "{text}");
-    assert!(text.contains("/api/v1/volumes/vol-1/image"));
+    .unwrap_err();
+    assert!(
+        matches!(err, UploadError::Http { status: 500, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        mock.server.count("POST", "/v2/images"),
+        1,
+        "a POST that may have created an image is not sent again"
+    );
+    assert_eq!(mock.violations(), Vec::<String>::new());
 }

@@ -104,6 +104,17 @@ pub struct Stats {
 /// assert!(check("/nonexistent/disk.img", &options).is_err());
 /// ```
 pub fn check(location: &str, options: &CheckOptions) -> Result<Report, Error> {
+    check_with(location, options, &|_| {})
+}
+
+/// [`check`], with the image facts changed by `adjust` before the rules
+/// judge them: the upload preflight judges the guest of the input as the
+/// file it will upload (a qcow2 converted to raw + gzip for Linode).
+pub(crate) fn check_with(
+    location: &str,
+    options: &CheckOptions,
+    adjust: &dyn Fn(&mut ImageFacts),
+) -> Result<Report, Error> {
     let start = Instant::now();
     let mut open = options.open.clone();
     open.max_uncompressed = open.max_uncompressed.or(Some(CHECK_MAX_UNCOMPRESSED));
@@ -114,6 +125,10 @@ pub fn check(location: &str, options: &CheckOptions) -> Result<Report, Error> {
             (image, None, bytes)
         }
     };
+    let mut image = image;
+    if image.readable() {
+        adjust(&mut image);
+    }
     let verdicts = imgcheck_rules::check_all(
         &options.providers,
         &CheckInput {
@@ -153,7 +168,8 @@ fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
     let guest = imgcheck_guest::inspect(watched.clone());
     let read_error = watched.damage().or_else(|| verify_allocation(&input.disk));
     let image = ImageFacts {
-        path: input.location.clone(),
+        // A presigned URL's signature is a credential: never in a report.
+        path: imgcheck_source::net::redact_url(&input.location),
         format: Some(ImageFormat::Disk(info.format)),
         subformat: info.subformat.clone(),
         compression: input.container,

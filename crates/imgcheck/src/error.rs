@@ -24,12 +24,12 @@ pub enum Error {
     #[error(transparent)]
     Upload(#[from] imgcheck_upload::UploadError),
     /// The preflight check refused the image.
-    #[error("the check failed for {provider}: {}", codes.join(", "))]
+    #[error("the check failed for {provider}: {}", findings.iter().filter(|f| f.severity == imgcheck_rules::Severity::Error).map(|f| f.code).collect::<Vec<_>>().join(", "))]
     CheckFailed {
         /// Provider.
         provider: String,
-        /// Error codes found.
-        codes: Vec<String>,
+        /// The verdict's findings (errors first).
+        findings: Vec<imgcheck_rules::Finding>,
     },
 }
 
@@ -44,6 +44,12 @@ impl Error {
             Error::Source(SourceError::Open { .. }) => {
                 Some("check the path and its permissions".into())
             }
+            Error::Upload(imgcheck_upload::UploadError::MissingCredentials { .. }) => Some(
+                "credentials are read from the environment only (see `imgcheck upload --help`); --dry-run needs none".into(),
+            ),
+            Error::CheckFailed { .. } => Some(
+                "fix the findings above, or pass --skip-check to upload anyway (not recommended)".into(),
+            ),
             _ => None,
         }
     }

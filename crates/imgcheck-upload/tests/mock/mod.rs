@@ -4,6 +4,8 @@
 //! (`Connection: close`), Content-Length and chunked request bodies.
 #![allow(dead_code)]
 
+pub mod providers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};

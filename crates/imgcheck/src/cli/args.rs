@@ -148,24 +148,32 @@ pub struct CheckArgs {
     pub open: OpenArgs,
 }
 
-/// `imgcheck upload`.
-#[derive(Debug, Args)]
-pub struct UploadArgs {
-    /// digitalocean, linode or kakaocloud.
-    #[arg(long, short = 'p', value_parser = parse_provider)]
-    pub provider: imgcheck::Provider,
-    /// Local image (Linode; KakaoCloud: the image the root volume was written from).
-    pub image: Option<String>,
-    /// Image URL DigitalOcean imports from (its host must answer HEAD).
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Region slug (DigitalOcean, Linode).
+/// Where `imgcheck upload` and `imgcheck packer --upload` read credentials
+/// and API overrides (shown by `--help`).
+pub const UPLOAD_ENV_HELP: &str = "\
+Credentials (read from the environment only, never from flags):
+  DigitalOcean  DIGITALOCEAN_ACCESS_TOKEN or DIGITALOCEAN_TOKEN
+                for a local file also SPACES_ACCESS_KEY_ID and SPACES_SECRET_ACCESS_KEY
+                (or DIGITALOCEAN_SPACES_ACCESS_KEY / DIGITALOCEAN_SPACES_SECRET_KEY)
+  Linode        LINODE_TOKEN or LINODE_CLI_TOKEN
+  KakaoCloud    KAKAOCLOUD_APPLICATION_CREDENTIAL_ID and KAKAOCLOUD_APPLICATION_CREDENTIAL_SECRET
+API base overrides (tests, private endpoints):
+  IMGCHECK_DIGITALOCEAN_API_URL, IMGCHECK_SPACES_ENDPOINT, IMGCHECK_LINODE_API_URL,
+  IMGCHECK_KAKAOCLOUD_IAM_URL, IMGCHECK_KAKAOCLOUD_VOLUME_URL, IMGCHECK_KAKAOCLOUD_IMAGE_URL
+--dry-run needs no credentials. Exit codes: 0 uploaded, 1 the check refused the image, 2 error.";
+
+/// How to upload: the flags `upload` and `packer --upload` share.
+#[derive(Debug, Args, Clone, Default)]
+pub struct UploadFlags {
+    /// Region slug (DigitalOcean: import region; Linode: upload region).
     #[arg(long)]
     pub region: Option<String>,
-    /// Image name (Linode: label; default the file name).
+    /// Image name (Linode: label; default the file name without its
+    /// extensions).
     #[arg(long, alias = "label")]
     pub name: Option<String>,
-    /// DigitalOcean distribution name (e.g. Ubuntu, Debian; unknown values become Unknown).
+    /// DigitalOcean distribution (one of DigitalOcean's list, e.g. Ubuntu,
+    /// Debian; default from the image's os-release).
     #[arg(long)]
     pub distribution: Option<String>,
     /// Image description.
@@ -177,46 +185,88 @@ pub struct UploadArgs {
     /// KakaoCloud root volume id to create the image from.
     #[arg(long)]
     pub volume_id: Option<String>,
+    /// DigitalOcean, local file: the Spaces bucket to upload through (must
+    /// exist).
+    #[arg(long)]
+    pub spaces_bucket: Option<String>,
+    /// DigitalOcean, local file: the bucket's region (default: --region).
+    #[arg(long)]
+    pub spaces_region: Option<String>,
+    /// DigitalOcean, local file: keep the Spaces object after the import.
+    #[arg(long)]
+    pub keep_object: bool,
+    /// DigitalOcean: transfer the image to these regions afterwards
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Linode: mark the image as supporting cloud-init (Metadata service);
+    /// default: true when the image's cloud-init is 23.3.1 or later.
+    #[arg(long, value_name = "true|false")]
+    pub cloud_init: Option<bool>,
+    /// Linode: keep the converted .img.gz (next to the input) to retry
+    /// without converting again.
+    #[arg(long)]
+    pub keep: bool,
+    /// Return once the provider accepted the image; do not wait for it to
+    /// become available.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Upload even if the check fails (not recommended).
     #[arg(long)]
     pub skip_check: bool,
-    /// Print the requests without sending them (credentials redacted).
+    /// Print the plan (check, conversion, requests) without credentials,
+    /// without writing or sending anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the final image object (and the check) as JSON.
-    #[arg(long)]
-    pub json: bool,
     /// Give up waiting for the provider after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
     /// Seconds between status polls.
     #[arg(long, default_value_t = 5)]
     pub poll_interval: u64,
+}
+
+/// `imgcheck upload`.
+#[derive(Debug, Args)]
+#[command(after_help = UPLOAD_ENV_HELP)]
+pub struct UploadArgs {
+    /// digitalocean, linode or kakaocloud.
+    #[arg(long, short = 'p', value_parser = parse_provider)]
+    pub provider: imgcheck::Provider,
+    /// Local image (DigitalOcean: uploaded through a Spaces bucket; Linode;
+    /// KakaoCloud: the image the root volume was written from).
+    pub image: Option<String>,
+    /// DigitalOcean: image URL to import from (its host must answer HEAD).
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub flags: UploadFlags,
+    /// Print the result (and the check) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar or status lines.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     #[command(flatten)]
     pub open: OpenArgs,
 }
 
 /// `imgcheck packer`.
 #[derive(Debug, Args)]
+#[command(after_help = UPLOAD_ENV_HELP)]
 pub struct PackerArgs {
     /// The manifest written by Packer's manifest post-processor.
     #[arg(long, default_value = "packer-manifest.json")]
     pub manifest: PathBuf,
-    /// Providers to check for (repeatable; default all three).
+    /// Providers to check for (repeatable; default all three). With
+    /// --upload, exactly one: the provider to upload to.
     #[arg(long = "provider", short = 'p', value_delimiter = ',', value_parser = parse_provider)]
     pub providers: Vec<imgcheck::Provider>,
-    /// Upload passing artifacts to Linode.
+    /// Upload passing artifacts to the provider (as `imgcheck upload`).
     #[arg(long)]
     pub upload: bool,
-    /// Linode region for --upload.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Linode label for --upload (default the file name).
-    #[arg(long)]
-    pub label: Option<String>,
-    /// With --upload: print the requests without sending them.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub flags: UploadFlags,
     /// Print results as JSON.
     #[arg(long)]
     pub json: bool,

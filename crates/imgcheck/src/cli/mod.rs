@@ -39,7 +39,7 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             output::print_error(&e);
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(output::exit_code(&e))
         }
     }
 }

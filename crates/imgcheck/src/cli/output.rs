@@ -4,12 +4,49 @@ use std::io::IsTerminal;
 
 use imgcheck::Error;
 
-/// Prints `e` as one line, plus a hint line when there is one.
+/// Prints `e` as one line, plus a hint line when there is one. A refused
+/// upload lists the verdict's findings, each with its hint. Credentials in
+/// URLs are redacted here too, whatever the error carries.
 pub fn print_error(e: &Error) {
-    let msg = e.to_string().replace('\n', " ");
+    let msg = imgcheck::providers::redact_text(&e.to_string().replace('\n', " "));
     eprintln!("imgcheck: error: {msg}");
+    if let Error::CheckFailed { provider, findings } = e {
+        print_findings(provider, findings);
+    }
     if let Some(h) = e.hint() {
         eprintln!("  hint: {h}");
+    }
+}
+
+/// The findings of a verdict on stderr, errors first, each with its hint.
+pub fn print_findings(provider: &str, findings: &[imgcheck::Finding]) {
+    for f in findings {
+        eprintln!("  {provider} {} {}: {}", f.severity, f.code, f.message);
+        if let Some(h) = &f.hint {
+            eprintln!("    hint: {h}");
+        }
+    }
+}
+
+/// Writes `text` to stdout. A closed pipe (`imgcheck upload --json | head`)
+/// ends the process quietly with success: the reader has what it wanted.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let r = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = r
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+/// The exit code for an error: 1 when the check refused the image (as a
+/// failed check), else 2.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::CheckFailed { .. } => 1,
+        _ => super::EXIT_ERROR,
     }
 }
 

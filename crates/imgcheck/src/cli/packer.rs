@@ -5,18 +5,19 @@
 //! checks every artifact file of the builds of that run (file names are
 //! relative to the directory Packer ran in, which is where the manifest
 //! lives unless told otherwise) and exits non-zero when one fails, which
-//! fails the Packer build. With `--upload`, passing artifacts are uploaded
-//! to Linode (the provider that takes a local file).
+//! fails the Packer build. With `--upload --provider P`, each passing
+//! artifact is uploaded to P exactly as `imgcheck upload --provider P FILE`
+//! would (check of what is uploaded, conversion, the provider's API).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use imgcheck::providers::linode;
-use imgcheck::{CheckOptions, Error, Provider, UploadOptions, UploadTarget};
+use imgcheck::{CheckOptions, Error, Provider};
 use serde_json::{Value, json};
 
 use super::args::PackerArgs;
 use super::info::open_options;
+use super::output::print_out;
 
 /// Largest manifest read (Packer's are a few KiB).
 const MAX_MANIFEST: u64 = 16 << 20;
@@ -84,15 +85,15 @@ pub fn artifacts(manifest: &Path) -> Result<Vec<PathBuf>, Error> {
             .into_iter()
             .flatten()
         {
-            if let Some(n) = f.get("name").and_then(Value::as_str) {
-                if is_artifact_image(n) {
-                    let p = Path::new(n);
-                    out.push(if p.is_absolute() {
-                        p.to_path_buf()
-                    } else {
-                        dir.join(p)
-                    });
-                }
+            if let Some(n) = f.get("name").and_then(Value::as_str)
+                && is_artifact_image(n)
+            {
+                let p = Path::new(n);
+                out.push(if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    dir.join(p)
+                });
             }
         }
     }
@@ -112,15 +113,53 @@ pub fn run(a: &PackerArgs) -> Result<ExitCode, Error> {
     } else {
         a.providers.clone()
     };
-    if a.upload && a.region.is_none() {
-        return Err(Error::Usage(
-            "--upload needs --region (Linode region for the upload)".into(),
-        ));
+    let upload_to = match (a.upload, a.providers.as_slice()) {
+        (false, _) => None,
+        (true, [p]) => Some(*p),
+        (true, _) => {
+            return Err(Error::Usage(
+                "--upload needs exactly one --provider: the provider to upload to".into(),
+            ));
+        }
+    };
+    if let Some(p) = upload_to {
+        // Usage errors before any check runs.
+        for f in &files {
+            super::upload::target(p, Some(&f.display().to_string()), None, &a.flags)?;
+        }
     }
     let mut all_pass = true;
     let mut results = Vec::new();
     for f in &files {
         let loc = f.display().to_string();
+        if let Some(p) = upload_to {
+            // The upload's preflight is the check: it judges the guest as
+            // the file the provider gets (a qcow2 converted for Linode is
+            // not refused for being qcow2).
+            let target = super::upload::target(p, Some(&loc), None, &a.flags)?;
+            match super::upload::upload_one(&target, &a.flags, open_options(&a.open), a.json) {
+                Ok(r) => {
+                    if !a.json {
+                        print_out(&format!("imgcheck: {loc}: PASS\n"));
+                        print_out(&super::upload::human(&r, "  "));
+                    }
+                    results
+                        .push(json!({"file": loc, "pass": true, "report": r.check, "upload": r}));
+                }
+                Err(Error::CheckFailed { provider, findings }) => {
+                    all_pass = false;
+                    if !a.json {
+                        print_out(&format!("imgcheck: {loc}: FAIL\n"));
+                        super::output::print_findings(&provider, &findings);
+                    }
+                    results.push(
+                        json!({"file": loc, "pass": false, "findings": findings, "upload": null}),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         let report = imgcheck::check(
             &loc,
             &CheckOptions {
@@ -131,58 +170,24 @@ pub fn run(a: &PackerArgs) -> Result<ExitCode, Error> {
         let pass = report.pass();
         all_pass &= pass;
         if !a.json {
-            println!("imgcheck: {loc}: {}", if pass { "PASS" } else { "FAIL" });
+            let mut text = format!("imgcheck: {loc}: {}\n", if pass { "PASS" } else { "FAIL" });
             for v in &report.verdicts {
-                for fd in v
-                    .findings
-                    .iter()
-                    .filter(|x| x.severity == imgcheck::Severity::Error)
-                {
-                    println!("  {} {}: {}", v.provider, fd.code, fd.message);
+                for fd in &v.findings {
+                    if fd.severity == imgcheck::Severity::Info {
+                        continue;
+                    }
+                    text.push_str(&format!(
+                        "  {} {} {}: {}\n",
+                        v.provider, fd.severity, fd.code, fd.message
+                    ));
                 }
             }
+            print_out(&text);
         }
-        let mut uploaded = Value::Null;
-        if pass && a.upload {
-            let target = UploadTarget::Linode {
-                image: loc.clone(),
-                request: linode::UploadRequest {
-                    label: a.label.clone().unwrap_or_else(|| {
-                        f.file_stem()
-                            .map_or("image".into(), |s| s.to_string_lossy().into_owned())
-                    }),
-                    region: a.region.clone().unwrap_or_default(),
-                    ..Default::default()
-                },
-            };
-            let r = imgcheck::upload(
-                &target,
-                &UploadOptions {
-                    dry_run: a.dry_run,
-                    skip_check: true,
-                    ..Default::default()
-                },
-            )?;
-            if !a.json {
-                for l in &r.dry_run {
-                    println!("  dry run: {l}");
-                }
-                if let Some(img) = &r.image {
-                    println!(
-                        "  uploaded to Linode: {}",
-                        img.get("id").unwrap_or(&Value::Null)
-                    );
-                }
-            }
-            uploaded = serde_json::to_value(&r).unwrap_or(Value::Null);
-        }
-        results.push(json!({"file": loc, "pass": pass, "report": report, "upload": uploaded}));
+        results.push(json!({"file": loc, "pass": pass, "report": report, "upload": null}));
     }
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&results).unwrap_or_default()
-        );
+        print_out(&(serde_json::to_string_pretty(&results).unwrap_or_default() + "\n"));
     }
     Ok(if all_pass {
         ExitCode::SUCCESS
