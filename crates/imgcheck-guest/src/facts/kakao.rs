@@ -22,8 +22,7 @@ fn ignition_user(f: &GuestFacts) -> Option<String> {
     let coreos = f.os.id.as_deref() == Some("flatcar")
         || f.os.variant_id.as_deref() == Some("coreos")
         || f.os.id.as_deref() == Some("fedora-coreos");
-    (coreos || f.cloud_init.alternatives.iter().any(|a| a == "ignition"))
-        .then(|| "core".to_owned())
+    (coreos || f.cloud_init.alternatives.iter().any(|a| a == "ignition")).then(|| "core".to_owned())
 }
 
 /// Derives KakaoCloud's `os_info` from the facts and the virtual size.

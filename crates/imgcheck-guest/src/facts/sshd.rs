@@ -92,8 +92,7 @@ pub fn unit_state(g: &Guest, name: &str) -> UnitState {
             Some(Kind::Symlink) => {
                 // `systemctl mask` writes /dev/null; a relative spelling
                 // (../../dev/null) masks too.
-                if g
-                    .read_link(&p)
+                if g.read_link(&p)
                     .is_some_and(|t| t == "/dev/null" || t.ends_with("/dev/null"))
                 {
                     return UnitState::Masked(format!("{p} -> /dev/null (masked)"));
