@@ -123,7 +123,7 @@ pub mod decided_by {
     pub const KERNEL_CMDLINE: &str = "kernel_cmdline";
     /// A configuration file.
     pub const CONFIG: &str = "config";
-    /// ds-identify's default order (systemd images with the generator).
+    /// ds-identify's default order (images that run ds-identify at boot).
     pub const DS_IDENTIFY_DEFAULT: &str = "ds_identify_default";
     /// cloud-init's built-in default.
     pub const BUILTIN_DEFAULT: &str = "builtin_default";
@@ -382,16 +382,21 @@ pub fn kernel_cmdlines(g: &Guest) -> Vec<(String, String)> {
     out
 }
 
-/// True when the image runs ds-identify at boot: cloud-init's systemd
-/// generator and ds-identify are both installed (paths of the Debian,
-/// Ubuntu, SUSE, Arch and RHEL-family packages).
+/// True when the image runs ds-identify at boot: ds-identify is installed
+/// (paths of the Debian, Ubuntu, SUSE, Arch, Alpine and RHEL-family
+/// packages) and something starts it: cloud-init's systemd generator, or
+/// (cloud-init 24.1+) the OpenRC service `cloud-init-ds-identify` in a
+/// runlevel.
 fn has_ds_identify(g: &Guest) -> bool {
     let generator = [
         "/usr/lib/systemd/system-generators/cloud-init-generator",
         "/lib/systemd/system-generators/cloud-init-generator",
     ]
     .iter()
-    .any(|p| g.exists(p));
+    .any(|p| g.exists(p))
+        || ["boot", "default", "sysinit"]
+            .iter()
+            .any(|rl| g.exists(&format!("/etc/runlevels/{rl}/cloud-init-ds-identify")));
     let ds_identify = [
         "/usr/lib/cloud-init/ds-identify",
         "/lib/cloud-init/ds-identify",
@@ -444,7 +449,7 @@ pub fn effective(
     } else if ds_identify {
         f.list = Some(DS_IDENTIFY_LIST.iter().map(|s| (*s).to_owned()).collect());
         f.source = Some(
-            "ds-identify's default order (no datasource_list configured; cloud-init's systemd generator runs ds-identify at boot)"
+            "ds-identify's default order (no datasource_list configured; ds-identify runs at boot)"
                 .into(),
         );
         f.decided_by = Some(DS_IDENTIFY_DEFAULT.into());
