@@ -17,11 +17,12 @@
 //!    `linux` lines, BLS entries, grubenv `kernelopts`, `GRUB_CMDLINE_LINUX*`
 //!    in /etc/default/grub): ds-identify then searches only that one;
 //! 2. the configuration files, when one sets `datasource_list`;
-//! 3. nothing configured: on a systemd image whose cloud-init ships the
-//!    generator and ds-identify, ds-identify's own default order
-//!    (`DI_DSLIST_DEFAULT`, ConfigDrive before NoCloud) governs at boot; on
-//!    any other image cloud-init's built-in list (settings.py `CFG_BUILTIN`,
-//!    NoCloud first).
+//! 3. nothing configured: on an image that runs ds-identify at boot (from
+//!    cloud-init's systemd generator, or from the OpenRC service
+//!    `cloud-init-ds-identify` of cloud-init 24.1+), ds-identify's own
+//!    default order (`DI_DSLIST_DEFAULT`, ConfigDrive before NoCloud)
+//!    governs; on any other image cloud-init's built-in list (settings.py
+//!    `CFG_BUILTIN`, NoCloud first).
 //!
 //! Disabled markers (ds-identify `is_disabled`, the systemd generator):
 //! `/etc/cloud/cloud-init.disabled`, or `cloud-init=disabled` on the kernel
