@@ -807,6 +807,21 @@ mod tests {
         let m = &v.findings[1].message;
         assert!(m.contains("xfs on partition 2 is not read"), "{m}");
         assert!(m.contains("cloud-init") && m.contains("sshd"), "{m}");
+        // The same disk once a reader opens the XFS and finds no OS in it:
+        // inspection's note says every filesystem was read.
+        g.notes
+            .push("no root filesystem found (no readable filesystem holds os-release)".into());
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(
+            v.codes(),
+            [codes::OS_NOT_FOUND, codes::FILESYSTEM_UNCONFIRMED]
+        );
         // An ext4 imgcheck refused (unsupported feature): the same warning,
         // naming the reason.
         let mut g = good_guest();
