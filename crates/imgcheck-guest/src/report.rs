@@ -212,8 +212,8 @@ pub struct CloudInitFacts {
     /// Who decided it: `kernel_cmdline`, `config`, `ds_identify_default`
     /// or `builtin_default`.
     pub datasource_decided_by: Option<String>,
-    /// ds-identify runs at boot (cloud-init's systemd generator and
-    /// ds-identify are installed).
+    /// ds-identify runs at boot (it is installed, and cloud-init's systemd
+    /// generator or the OpenRC `cloud-init-ds-identify` service starts it).
     pub ds_identify: bool,
     /// `system_info.default_user.name`, if set.
     pub default_user: Option<String>,

@@ -290,12 +290,20 @@ pub(crate) fn root_unreadable(input: &CheckInput<'_>, guest: &GuestReport) -> Op
     if input.root_fs().is_some() {
         return None;
     }
+    // Inspection says so when it opened every filesystem it found (once
+    // the XFS, btrfs and LVM readers open those kinds, an empty XFS is
+    // "no OS", not "unreadable").
+    let all_opened = guest
+        .notes
+        .iter()
+        .any(|n| n.starts_with("no root filesystem found ("));
     let mut why: Vec<String> = guest
         .filesystems
         .iter()
         .filter(|f| {
             f.error.is_some()
-                || matches!(
+                || !all_opened
+                    && matches!(
                     f.kind,
                     FsKind::Xfs
                         | FsKind::Btrfs

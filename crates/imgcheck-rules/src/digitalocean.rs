@@ -46,8 +46,10 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
     partition_table(input, guest, out);
     filesystem(input, guest, out);
     if os(input, guest, out) {
+        let before = out.findings.len();
         cloud_init(guest, out);
         sshd(guest, out);
+        usr_unreadable(guest, out, before);
     }
     boot(guest, out);
     common::sector_size(guest, out, false, DOC_REQUIREMENTS);
@@ -330,6 +332,39 @@ fn cloud_init(guest: &GuestReport, out: &mut Out) {
         );
     }
     datasource_order(ci, out);
+}
+
+/// When fstab mounts /usr from a filesystem imgcheck could not read (or
+/// that is not on the disk), "missing" cloud-init or sshd is not evidence:
+/// those findings (pushed from `from` on) become one `guest.unverified`
+/// warning naming what could not be read.
+fn usr_unreadable(guest: &GuestReport, out: &mut Out, from: usize) {
+    let Some(note) = guest
+        .notes
+        .iter()
+        .find(|n| n.starts_with("fstab mounts /usr "))
+    else {
+        return;
+    };
+    let missing = [codes::CLOUD_INIT_MISSING, codes::SSHD_MISSING];
+    let tail = out.findings.split_off(from.min(out.findings.len()));
+    let (unsure, keep): (Vec<_>, Vec<_>) =
+        tail.into_iter().partition(|f| missing.contains(&f.code));
+    out.findings.extend(keep);
+    if unsure.is_empty() {
+        return;
+    }
+    let what: Vec<&str> = unsure.iter().map(|f| f.code).collect();
+    out.push(
+        codes::GUEST_UNVERIFIED,
+        Severity::Warning,
+        format!(
+            "/usr could not be read ({note}), so what lives there could not be verified ({} not found on the root alone); DigitalOcean requires cloud-init and sshd",
+            what.join(", ")
+        ),
+        Some("check /usr by hand in the image".into()),
+        DOC_REQUIREMENTS,
+    );
 }
 
 /// The fix for each disable marker.
@@ -782,6 +817,21 @@ mod tests {
         let m = &v.findings[1].message;
         assert!(m.contains("xfs on partition 2 is not read"), "{m}");
         assert!(m.contains("cloud-init") && m.contains("sshd"), "{m}");
+        // The same disk once a reader opens the XFS and finds no OS in it:
+        // inspection's note says every filesystem was read.
+        g.notes
+            .push("no root filesystem found (no readable filesystem holds os-release)".into());
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &img,
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(
+            v.codes(),
+            [codes::OS_NOT_FOUND, codes::FILESYSTEM_UNCONFIRMED]
+        );
         // An ext4 imgcheck refused (unsupported feature): the same warning,
         // naming the reason.
         let mut g = good_guest();
@@ -956,6 +1006,26 @@ mod tests {
         let v = nocloud("config", "/etc/cloud/cloud.cfg");
         let h = v.findings[0].hint.clone().unwrap();
         assert!(h.starts_with("edit /etc/cloud/cloud.cfg to read"), "{h}");
+    }
+
+    #[test]
+    fn unreadable_usr_turns_missing_into_unverified() {
+        let mut g = good_guest();
+        g.guest.sshd.installed = false;
+        g.guest.cloud_init.installed = false;
+        g.notes.push(
+            "fstab mounts /usr from UUID=1 (Xfs), which imgcheck cannot read; files there are unknown".into(),
+        );
+        let v = check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &raw_image(),
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(v.codes(), [codes::GUEST_UNVERIFIED]);
+        assert!(v.pass);
+        assert!(v.findings[0].message.contains("sshd.missing"));
     }
 
     #[test]

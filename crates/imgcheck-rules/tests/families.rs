@@ -37,7 +37,8 @@ fn family_matrix_gives_the_exact_codes_for_every_provider() {
     let mut seen = BTreeSet::new();
     for l in text.lines() {
         let f: Vec<&str> = l.split('\t').collect();
-        if f.first() != Some(&"guest") || !f.get(1).is_some_and(|p| p.contains("/family-")) {
+        let kind_ok = matches!(f.first(), Some(&"guest" | &"guest-qcow2"));
+        if !kind_ok || !f.get(1).is_some_and(|p| p.contains("/family-")) {
             continue;
         }
         let (rel, fmt) = (f[1], f[2]);

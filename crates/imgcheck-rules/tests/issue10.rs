@@ -403,6 +403,30 @@ fn effective_list_when_nothing_is_configured() {
     );
 }
 
+/// cloud-init 24.1+ on Alpine runs ds-identify from OpenRC
+/// (sysvinit/openrc/cloud-init-ds-identify): then its order governs.
+#[test]
+fn openrc_ds_identify_service() {
+    let v = case(
+        "alpine-openrc",
+        |t| {
+            put(t, "/usr/lib/cloud-init/ds-identify", "#!/bin/sh\n");
+            put(
+                t,
+                "/etc/init.d/cloud-init-ds-identify",
+                "#!/sbin/openrc-run\n",
+            );
+            link(
+                t,
+                "/etc/runlevels/boot/cloud-init-ds-identify",
+                "/etc/init.d/cloud-init-ds-identify",
+            );
+        },
+        DO,
+    );
+    assert!(v.pass && v.codes().is_empty(), "{:?}", v.findings);
+}
+
 #[test]
 fn nocloud_on_the_kernel_command_line_hint() {
     let v = case(

@@ -17,11 +17,12 @@
 //!    `linux` lines, BLS entries, grubenv `kernelopts`, `GRUB_CMDLINE_LINUX*`
 //!    in /etc/default/grub): ds-identify then searches only that one;
 //! 2. the configuration files, when one sets `datasource_list`;
-//! 3. nothing configured: on a systemd image whose cloud-init ships the
-//!    generator and ds-identify, ds-identify's own default order
-//!    (`DI_DSLIST_DEFAULT`, ConfigDrive before NoCloud) governs at boot; on
-//!    any other image cloud-init's built-in list (settings.py `CFG_BUILTIN`,
-//!    NoCloud first).
+//! 3. nothing configured: on an image that runs ds-identify at boot (from
+//!    cloud-init's systemd generator, or from the OpenRC service
+//!    `cloud-init-ds-identify` of cloud-init 24.1+), ds-identify's own
+//!    default order (`DI_DSLIST_DEFAULT`, ConfigDrive before NoCloud)
+//!    governs; on any other image cloud-init's built-in list (settings.py
+//!    `CFG_BUILTIN`, NoCloud first).
 //!
 //! Disabled markers (ds-identify `is_disabled`, the systemd generator):
 //! `/etc/cloud/cloud-init.disabled`, or `cloud-init=disabled` on the kernel
@@ -123,7 +124,7 @@ pub mod decided_by {
     pub const KERNEL_CMDLINE: &str = "kernel_cmdline";
     /// A configuration file.
     pub const CONFIG: &str = "config";
-    /// ds-identify's default order (systemd images with the generator).
+    /// ds-identify's default order (images that run ds-identify at boot).
     pub const DS_IDENTIFY_DEFAULT: &str = "ds_identify_default";
     /// cloud-init's built-in default.
     pub const BUILTIN_DEFAULT: &str = "builtin_default";
@@ -382,16 +383,21 @@ pub fn kernel_cmdlines(g: &Guest) -> Vec<(String, String)> {
     out
 }
 
-/// True when the image runs ds-identify at boot: cloud-init's systemd
-/// generator and ds-identify are both installed (paths of the Debian,
-/// Ubuntu, SUSE, Arch and RHEL-family packages).
+/// True when the image runs ds-identify at boot: ds-identify is installed
+/// (paths of the Debian, Ubuntu, SUSE, Arch, Alpine and RHEL-family
+/// packages) and something starts it: cloud-init's systemd generator, or
+/// (cloud-init 24.1+) the OpenRC service `cloud-init-ds-identify` in a
+/// runlevel.
 fn has_ds_identify(g: &Guest) -> bool {
     let generator = [
         "/usr/lib/systemd/system-generators/cloud-init-generator",
         "/lib/systemd/system-generators/cloud-init-generator",
     ]
     .iter()
-    .any(|p| g.exists(p));
+    .any(|p| g.exists(p))
+        || ["boot", "default", "sysinit"]
+            .iter()
+            .any(|rl| g.exists(&format!("/etc/runlevels/{rl}/cloud-init-ds-identify")));
     let ds_identify = [
         "/usr/lib/cloud-init/ds-identify",
         "/lib/cloud-init/ds-identify",
@@ -444,7 +450,7 @@ pub fn effective(
     } else if ds_identify {
         f.list = Some(DS_IDENTIFY_LIST.iter().map(|s| (*s).to_owned()).collect());
         f.source = Some(
-            "ds-identify's default order (no datasource_list configured; cloud-init's systemd generator runs ds-identify at boot)"
+            "ds-identify's default order (no datasource_list configured; ds-identify runs at boot)"
                 .into(),
         );
         f.decided_by = Some(DS_IDENTIFY_DEFAULT.into());

@@ -90,7 +90,11 @@ pub fn unit_state(g: &Guest, name: &str) -> UnitState {
         match g.lstat(&p) {
             None => continue,
             Some(Kind::Symlink) => {
-                if g.read_link(&p).as_deref() == Some("/dev/null") {
+                // `systemctl mask` writes /dev/null; a relative spelling
+                // (../../dev/null) masks too.
+                if g.read_link(&p)
+                    .is_some_and(|t| t == "/dev/null" || t.ends_with("/dev/null"))
+                {
                     return UnitState::Masked(format!("{p} -> /dev/null (masked)"));
                 }
                 match g.stat(&p) {
