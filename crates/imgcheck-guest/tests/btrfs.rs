@@ -345,12 +345,13 @@ fn reads_about_as_little_as_ext4() {
 }
 
 /// A source that serves a base image with some bytes replaced, counting
-/// what it serves.
+/// what it serves (and, when asked, logging where it read).
 #[derive(Debug)]
 struct Patched {
     base: Arc<dyn ByteSource>,
     patches: Vec<(u64, Vec<u8>)>,
     served: AtomicU64,
+    reads: Option<std::sync::Mutex<Vec<u64>>>,
 }
 
 impl ByteSource for Patched {
@@ -363,6 +364,9 @@ impl ByteSource for Patched {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
         self.base.read_exact_at(offset, buf)?;
         self.served.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if let Some(r) = &self.reads {
+            r.lock().unwrap().push(offset);
+        }
         let end = offset + buf.len() as u64;
         for (at, bytes) in &self.patches {
             let pend = at + bytes.len() as u64;
@@ -391,13 +395,19 @@ impl Rng {
     }
 }
 
-/// Mutates the metadata of the Fedora fixture — bytes of the superblock
-/// and of live tree nodes, with their crc32c fixed up so the mutation gets
-/// past the checksum into the parsers — and inspects each mutant: never a
+/// Mutates the metadata of both fixtures — bytes of the superblock and of
+/// live tree nodes, with their crc32c fixed up so the mutation gets past
+/// the checksum into the parsers — and inspects each mutant: never a
 /// panic, each inspection bounded in time and in bytes read.
 #[test]
 fn mutated_metadata_never_panics_and_stays_bounded() {
-    let (_, disk) = image("fedora-btrfs");
+    for name in ["fedora-btrfs", "opensuse-btrfs"] {
+        mutate(name, 1000);
+    }
+}
+
+fn mutate(name: &str, iterations: usize) {
+    let (_, disk) = image(name);
     let part_start = 4096 * 512u64;
     let read = |off: u64, n: usize| {
         let mut b = vec![0u8; n];
@@ -421,27 +431,62 @@ fn mutated_metadata_never_panics_and_stays_bounded() {
         }
         off += nodesize;
     }
-    assert!(nodes.len() > 10, "only {} tree nodes found", nodes.len());
+    assert!(
+        nodes.len() > 10,
+        "{name}: only {} tree nodes found",
+        nodes.len()
+    );
     let base: Arc<dyn ByteSource> = disk.clone();
+    // Most mutations go to the nodes a clean inspection reads (the rest
+    // are stale copies, DUP mirrors and trees a check never opens).
+    let log = Arc::new(Patched {
+        base: base.clone(),
+        patches: Vec::new(),
+        served: AtomicU64::new(0),
+        reads: Some(std::sync::Mutex::new(Vec::new())),
+    });
+    inspect(log.clone());
+    let read_at: BTreeSet<u64> = log
+        .reads
+        .as_ref()
+        .unwrap()
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    let hot: Vec<usize> = (0..nodes.len())
+        .filter(|&k| read_at.contains(&nodes[k].0))
+        .collect();
+    assert!(
+        hot.len() >= 5,
+        "{name}: inspection read only {} tree nodes",
+        hot.len()
+    );
     let mut rng = Rng(0x5eed_b7f5);
-    let iterations = 2000;
-    let mut worst = (Duration::ZERO, 0u64);
+    let (mut worst, mut rooted) = ((Duration::ZERO, 0u64), 0);
     for i in 0..iterations {
         let (at, mut block) = if i % 8 == 0 {
             (sb_at, sb.clone())
         } else {
-            let k = rng.below(nodes.len() as u64) as usize;
+            let k = if rng.below(4) == 0 {
+                rng.below(nodes.len() as u64) as usize
+            } else {
+                hot[rng.below(hot.len() as u64) as usize]
+            };
             nodes[k].clone()
         };
-        // 1-4 bytes, mostly in the header and item area where the parsers
-        // look (offsets, sizes, levels, keys), some anywhere.
-        let span = if rng.below(4) == 0 {
-            block.len()
-        } else {
-            0x400.min(block.len())
+        // 1-4 bytes: in the header and item headers (offsets, sizes,
+        // levels, keys), in the item data packed at the node's end (inode,
+        // dir, extent, root items), or anywhere.
+        let len = block.len() as u64;
+        let (lo, hi) = match rng.below(5) {
+            0 | 1 => (0x20, 0x400.min(len)),
+            2 | 3 => (len.saturating_sub(0x1000).max(0x20), len),
+            _ => (0x20, len),
         };
         for _ in 0..=rng.below(4) {
-            let p = 0x20 + rng.below((span - 0x20) as u64) as usize;
+            let p = (lo + rng.below(hi - lo)) as usize;
             block[p] = match rng.below(3) {
                 0 => rng.next() as u8,
                 1 => 0xff,
@@ -454,18 +499,21 @@ fn mutated_metadata_never_panics_and_stays_bounded() {
             base: base.clone(),
             patches: vec![(at, block)],
             served: AtomicU64::new(0),
+            reads: None,
         });
         let t = Instant::now();
-        let _ = inspect(src.clone());
+        let r = inspect(src.clone());
         let took = t.elapsed();
+        rooted += usize::from(r.root.is_some());
         let served = src.served.load(Ordering::Relaxed);
         worst = (worst.0.max(took), worst.1.max(served));
-        assert!(took < Duration::from_secs(5), "mutant {i}: {took:?}");
-        assert!(served < 256 << 20, "mutant {i}: {served} bytes read");
+        assert!(took < Duration::from_secs(5), "{name} mutant {i}: {took:?}");
+        assert!(served < 256 << 20, "{name} mutant {i}: {served} bytes read");
     }
     eprintln!(
-        "{iterations} mutants of {} nodes + the superblock: slowest {:.1} ms, most read {} KiB",
+        "{name}: {iterations} mutants of {} nodes ({} read by a check) + the superblock: {rooted} still found the root; slowest {:.1} ms, most read {} KiB",
         nodes.len(),
+        hot.len(),
         worst.0.as_secs_f64() * 1e3,
         worst.1 / 1024
     );

@@ -140,6 +140,50 @@ mod tests {
         assert!(decode(9, b"", 10, 4096, 0).is_err());
     }
 
+    /// Random byte changes in real zlib and zstd streams and in LZO
+    /// segments: errors or bounded output, never a panic.
+    #[test]
+    fn mutated_streams_never_panic() {
+        let text: Vec<u8> = (0..30_000u32)
+            .flat_map(|i| format!("line {i} of a file\n").into_bytes())
+            .take(100_000)
+            .collect();
+        let z = miniz_oxide::deflate::compress_to_vec_zlib(&text, 6);
+        let zs = ruzstd::encoding::compress_to_vec(
+            &text[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        assert_eq!(decode(3, &zs, text.len() as u64, 4096, 0).unwrap(), text);
+        // An LZO frame of two segments holding LZO1X bytes that are mostly
+        // garbage (the decoder must refuse or stop, not overrun).
+        let mut lzo = vec![0u8; 4];
+        for seg in [&text[..300], &text[300..900]] {
+            lzo.extend_from_slice(&u32::try_from(seg.len()).unwrap().to_le_bytes());
+            lzo.extend_from_slice(seg);
+        }
+        let total = u32::try_from(lzo.len()).unwrap();
+        lzo[0..4].copy_from_slice(&total.to_le_bytes());
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for i in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (algo, base) = match i % 3 {
+                0 => (1, &z),
+                1 => (3, &zs),
+                _ => (2, &lzo),
+            };
+            let mut m = base.clone();
+            for k in 0..=(x % 4) {
+                let p = usize::try_from((x >> (8 * k)) % m.len() as u64).unwrap();
+                m[p] ^= u8::try_from((x >> 32) & 0xff).unwrap() | 1;
+            }
+            if let Ok(out) = decode(algo, &m, text.len() as u64, 4096, 0) {
+                assert_eq!(out.len(), text.len());
+            }
+        }
+    }
+
     #[test]
     fn lzo_framing_is_checked() {
         // Total length past the data, a segment past the total.

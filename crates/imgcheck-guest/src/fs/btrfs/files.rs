@@ -114,8 +114,10 @@ impl Fs {
             });
         }
         let mut buf = vec![0u8; usize::try_from(want).unwrap_or(0)];
+        let allowance = want.saturating_mul(4).saturating_add(4 << 20);
         let mut budget = Budget {
-            left: want.saturating_mul(4).saturating_add(4 << 20),
+            total: allowance,
+            left: allowance,
             last: None,
         };
         let start = Key::new(ino, EXTENT_DATA, 0);
@@ -256,6 +258,8 @@ impl Fs {
 /// extents that all point at the same 128 KiB compressed extent, must not
 /// make a 1 MiB read read or decode gigabytes.
 struct Budget {
+    /// The allowance it started with (for the error).
+    total: u64,
     /// Bytes of compressed input plus decoded output still allowed.
     left: u64,
     /// The last compressed extent decoded (logical address, bytes).
@@ -269,8 +273,8 @@ impl Budget {
             .checked_sub(n)
             .ok_or_else(|| FsError::LimitExceeded {
                 fs: FS,
-                what: format!("bytes decoded for one file read (extent at {at})"),
-                limit: self.left,
+                what: format!("bytes read and decoded for one file read (extent at {at})"),
+                limit: self.total,
             })?;
         Ok(())
     }

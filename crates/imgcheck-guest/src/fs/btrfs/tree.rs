@@ -347,6 +347,140 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imgcheck_source::MemSource;
+
+    const NS: usize = 4096;
+
+    /// A checksummed node at `logical`: a leaf when `level` is 0 (each
+    /// entry's value is its item data), else key pointers to `value`s.
+    fn node(logical: u64, level: u8, entries: &[(Key, u64)]) -> Vec<u8> {
+        let mut b = vec![0u8; NS];
+        b[0x30..0x38].copy_from_slice(&logical.to_le_bytes());
+        b[0x60..0x64].copy_from_slice(&u32::try_from(entries.len()).unwrap().to_le_bytes());
+        b[0x64] = level;
+        let mut data_end = NS - HEADER;
+        for (i, (k, v)) in entries.iter().enumerate() {
+            let per = if level == 0 { ITEM } else { KEY_PTR };
+            let at = HEADER + i * per;
+            b[at..at + 8].copy_from_slice(&k.objectid.to_le_bytes());
+            b[at + 8] = k.ty;
+            b[at + 9..at + 17].copy_from_slice(&k.offset.to_le_bytes());
+            if level == 0 {
+                data_end -= 8;
+                b[at + 17..at + 21]
+                    .copy_from_slice(&u32::try_from(data_end).unwrap().to_le_bytes());
+                b[at + 21..at + 25].copy_from_slice(&8u32.to_le_bytes());
+                b[HEADER + data_end..HEADER + data_end + 8].copy_from_slice(&v.to_le_bytes());
+            } else {
+                b[at + 17..at + 25].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let c = crc32c(&b[0x20..]);
+        b[0..4].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    /// A reader over `nodes` placed at physical == logical.
+    fn reader(nodes: &[(u64, Vec<u8>)]) -> Reader {
+        let mut disk = vec![0u8; 1 << 16];
+        for (at, n) in nodes {
+            let at = usize::try_from(*at).unwrap();
+            disk[at..at + NS].copy_from_slice(n);
+        }
+        let mut item = vec![0u8; 48];
+        item[0..8].copy_from_slice(&(1u64 << 16).to_le_bytes());
+        item[24..32].copy_from_slice(&4u64.to_le_bytes());
+        item[44..46].copy_from_slice(&1u16.to_le_bytes());
+        item.extend_from_slice(&1u64.to_le_bytes());
+        item.extend_from_slice(&0u64.to_le_bytes());
+        item.extend_from_slice(&[0u8; 16]);
+        let mut map = ChunkMap::new(1);
+        map.insert(super::super::chunks::Chunk::parse(0, &item, 0).unwrap())
+            .unwrap();
+        Reader::new(Arc::new(MemSource::new("t", disk)), map, 4096, true)
+    }
+
+    fn k(n: u64) -> Key {
+        Key::new(n, 1, 0)
+    }
+
+    fn keys(r: &Reader, root: Root, from: Key, max: usize) -> Result<Vec<u64>, FsError> {
+        let mut out = Vec::new();
+        r.scan(root, from, max, |k, _, _| {
+            out.push(k.objectid);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn scans_across_leaves_and_refuses_hostile_trees() {
+        let leaf1 = node(0x2000, 0, &[(k(1), 10), (k(2), 20), (k(3), 30)]);
+        let leaf2 = node(0x3000, 0, &[(k(4), 40), (k(5), 50), (k(6), 60)]);
+        let root = node(0x1000, 1, &[(k(1), 0x2000), (k(4), 0x3000)]);
+        let r = reader(&[(0x1000, root), (0x2000, leaf1.clone()), (0x3000, leaf2)]);
+        let top = Root {
+            logical: 0x1000,
+            level: 1,
+        };
+        assert_eq!(keys(&r, top, k(2), 100).unwrap(), [2, 3, 4, 5, 6]);
+        assert_eq!(keys(&r, top, k(0), 2).unwrap(), [1, 2]);
+        let (d, at) = r.find(top, k(5)).unwrap().unwrap();
+        assert_eq!((u64_at(&d, 0), at), (Some(50), 0x3000));
+        assert!(r.find(top, Key::new(5, 2, 0)).unwrap().is_none());
+        // The root asked for at the wrong level.
+        assert!(
+            keys(
+                &r,
+                Root {
+                    logical: 0x1000,
+                    level: 0
+                },
+                k(0),
+                9
+            )
+            .is_err()
+        );
+
+        // A pointer loop: the root's child is the root itself.
+        let looped = node(0x1000, 1, &[(k(1), 0x1000)]);
+        let r = reader(&[(0x1000, looped)]);
+        assert!(keys(&r, top, k(0), 9).is_err());
+
+        // Both children are the same leaf: its keys come again, out of order.
+        let twice = node(0x1000, 1, &[(k(1), 0x2000), (k(4), 0x2000)]);
+        let r = reader(&[(0x1000, twice), (0x2000, leaf1.clone())]);
+        let e = keys(&r, top, k(0), 100).unwrap_err().to_string();
+        assert!(e.contains("out of order"), "{e}");
+
+        // A flipped bit fails the checksum; a node placed at another
+        // address is refused.
+        let mut bad = leaf1.clone();
+        bad[200] ^= 1;
+        let leaf0 = Root {
+            logical: 0x2000,
+            level: 0,
+        };
+        assert!(keys(&reader(&[(0x2000, bad)]), leaf0, k(0), 9).is_err());
+        assert!(
+            keys(
+                &reader(&[(0x5000, leaf1)]),
+                Root {
+                    logical: 0x5000,
+                    level: 0
+                },
+                k(0),
+                9
+            )
+            .is_err()
+        );
+        // Item data outside the node.
+        let mut wild = node(0x2000, 0, &[(k(1), 1)]);
+        wild[HEADER + 17..HEADER + 21].copy_from_slice(&5000u32.to_le_bytes());
+        let c = crc32c(&wild[0x20..]);
+        wild[0..4].copy_from_slice(&c.to_le_bytes());
+        assert!(keys(&reader(&[(0x2000, wild)]), leaf0, k(0), 9).is_err());
+    }
 
     #[test]
     fn key_order_is_objectid_type_offset() {
