@@ -29,6 +29,9 @@ pub enum Command {
     Upload(UploadArgs),
     /// Packer post-processor hook: check the artifacts in packer-manifest.json.
     Packer(PackerArgs),
+    /// Terraform `external` data source: reads {"image","provider"[,"for","strict"]}
+    /// as JSON on stdin, prints the result as a flat JSON map of strings.
+    Terraform(TerraformArgs),
 }
 
 /// Options shared by every command that opens an image.
@@ -224,6 +227,13 @@ pub struct PackerArgs {
     pub open: OpenArgs,
 }
 
+/// `imgcheck terraform` (the query comes on stdin).
+#[derive(Debug, Args)]
+pub struct TerraformArgs {
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
 fn parse_provider(s: &str) -> Result<imgcheck::Provider, String> {
     s.parse()
 }
@@ -232,7 +242,15 @@ fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
 }
 
-const SUBCOMMANDS: &[&str] = &["info", "convert", "check", "upload", "packer", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "info",
+    "convert",
+    "check",
+    "upload",
+    "packer",
+    "terraform",
+    "help",
+];
 
 /// Inserts `check` when the first argument is an image rather than a
 /// subcommand or a top-level flag.
