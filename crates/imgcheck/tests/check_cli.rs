@@ -657,9 +657,18 @@ fn every_fixture_output_validates_against_the_json_schema() {
     let reports = doc.as_array().expect("several images give an array");
     assert_eq!(reports.len(), paths.len());
     assert_valid(&doc);
+    let mut seen = BTreeSet::new();
     for r in reports {
         assert_schema(r);
+        seen.extend(assert_documented_severities(r));
     }
+    // The fixtures exercise most of the table; a shrinking coverage means
+    // fixtures were lost.
+    assert!(
+        seen.len() >= 30,
+        "only {} (provider, code) pairs seen: {seen:?}",
+        seen.len()
+    );
 
     let f = bad_compressed("bomb.img.bz2");
     let mut options = imgcheck::CheckOptions::default();
@@ -668,6 +677,78 @@ fn every_fixture_output_validates_against_the_json_schema() {
     let v = serde_json::to_value(&r).expect("report serialises");
     assert_schema(&v);
     assert_eq!(v["image"]["error"]["kind"], "too_large", "{v}");
+}
+
+/// Severity of each code per provider, typed from the table in
+/// docs/check-json.md ("Finding codes"): DigitalOcean, Linode, KakaoCloud;
+/// `-` = the profile has no such rule. `image.external_reference` is a
+/// KakaoCloud warning, or an error when the image could not be opened
+/// because of the reference (`we`).
+const SEVERITIES: &[(&str, [&str; 3])] = &[
+    ("image.corrupt", ["e", "e", "e"]),
+    ("image.external_reference", ["e", "e", "we"]),
+    ("image.unreadable", ["e", "e", "e"]),
+    ("image.dirty", ["w", "w", "w"]),
+    ("url.head_unsupported", ["e", "-", "-"]),
+    ("format.unsupported", ["e", "e", "-"]),
+    ("compression.unsupported", ["e", "e", "-"]),
+    ("size.too_large", ["e", "e", "-"]),
+    ("size.compressed_unknown", ["-", "i", "-"]),
+    ("partition_table.missing", ["e", "-", "-"]),
+    ("partition_table.present", ["-", "w", "-"]),
+    ("filesystem.unsupported", ["e", "w", "-"]),
+    ("os.not_found", ["e", "-", "w"]),
+    ("os.unsupported", ["e", "-", "-"]),
+    ("cloud_init.missing", ["e", "i", "w"]),
+    ("cloud_init.too_old", ["e", "-", "-"]),
+    ("cloud_init.version_unknown", ["w", "-", "-"]),
+    ("cloud_init.nocloud_before_configdrive", ["e", "-", "-"]),
+    ("cloud_init.datasource_missing", ["w", "-", "-"]),
+    ("sshd.missing", ["e", "-", "w"]),
+    ("sshd.not_enabled", ["e", "-", "-"]),
+    ("sshd.enabled_unknown", ["w", "-", "-"]),
+    ("boot.uefi_only", ["e", "-", "-"]),
+    ("boot.no_bootloader", ["w", "-", "w"]),
+    ("boot.no_kernel", ["w", "w", "w"]),
+    ("kakaocloud.volume_import", ["-", "-", "i"]),
+    ("kakaocloud.os_info", ["-", "-", "i"]),
+    ("kakaocloud.os_info_incomplete", ["-", "-", "w"]),
+];
+
+/// Asserts every finding of `report` has its documented severity for its
+/// provider; returns the (provider, code) pairs seen.
+fn assert_documented_severities(report: &Value) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    for v in report["verdicts"].as_array().expect("verdicts") {
+        let p = v["provider"].as_str().expect("provider");
+        let col = match p {
+            "digitalocean" => 0,
+            "linode" => 1,
+            "kakaocloud" => 2,
+            other => panic!("provider {other}"),
+        };
+        for f in v["findings"].as_array().expect("findings") {
+            let code = f["code"].as_str().expect("code");
+            let sev = f["severity"].as_str().expect("severity");
+            let (_, row) = SEVERITIES
+                .iter()
+                .find(|(c, _)| *c == code)
+                .unwrap_or_else(|| {
+                    panic!("{code} is not in docs/check-json.md's table (nor this test's copy)")
+                });
+            let allowed = row[col];
+            assert!(
+                allowed != "-",
+                "{p} gives {code}, which docs/check-json.md says it does not have: {report}"
+            );
+            assert!(
+                allowed.contains(&sev[..1]),
+                "{p} {code} is {sev}, docs/check-json.md says {allowed}"
+            );
+            seen.push((p.to_owned(), code.to_owned()));
+        }
+    }
+    seen
 }
 
 /// The schema is not vacuous: a report with a key missing, an unknown key
