@@ -309,9 +309,21 @@ fn bzip2_of(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// Opens mutated bytes; a panic fails the test, an error is fine, and a
-/// stream that opens must read back whole.
-fn survive(kind: &str, bytes: Vec<u8>) -> Result<(), TestCaseError> {
+/// Opens mutated bytes. A panic fails the test. An error must be of a
+/// damaged-input kind (a decoder or CRC complaint, a truncation, a size
+/// over a limit), never I/O or "file changed". A stream that opens must
+/// read back whole and equal the original content up to a member boundary:
+/// `members` are the original members' uncompressed lengths, so a stream
+/// cut exactly between two members reads back as the members before the
+/// cut, and a flip that lands where no checksum looks (the gzip header's
+/// MTIME or OS byte) leaves the content intact. Any other changed byte is
+/// a flip that went unnoticed, which is what this test exists to catch.
+fn survive(
+    kind: &str,
+    bytes: Vec<u8>,
+    original: &[u8],
+    members: &[usize],
+) -> Result<(), TestCaseError> {
     let src: Arc<dyn ByteSource> = Arc::new(imgcheck_source::MemSource::new("m", bytes));
     let opts = DecompressOptions {
         max_uncompressed: Some(8 << 20),
@@ -323,12 +335,43 @@ fn survive(kind: &str, bytes: Vec<u8>) -> Result<(), TestCaseError> {
     } else {
         Bzip2Source::open(src, &opts).map(|s| Arc::new(s) as Arc<dyn ByteSource>)
     };
-    if let Ok(s) = opened {
-        let mut buf = vec![0u8; s.len().min(1 << 20) as usize];
-        prop_assert!(
-            s.read_exact_at(s.len() - buf.len() as u64, &mut buf)
-                .is_ok()
-        );
+    match opened {
+        Err(e) => {
+            prop_assert!(
+                matches!(
+                    e,
+                    SourceError::Corrupt { .. }
+                        | SourceError::OutOfRange { .. }
+                        | SourceError::TooLarge { .. }
+                        | SourceError::LimitExceeded { .. }
+                ),
+                "{kind}: a damaged stream gave an error of the wrong kind: {e:?}"
+            );
+        }
+        Ok(s) => {
+            let boundaries: Vec<usize> = members
+                .iter()
+                .scan(0, |sum, m| {
+                    *sum += m;
+                    Some(*sum)
+                })
+                .collect();
+            let n = usize::try_from(s.len()).unwrap_or(usize::MAX);
+            prop_assert!(
+                boundaries.contains(&n),
+                "{kind}: opened with {n} bytes, not at a member boundary {boundaries:?}"
+            );
+            let mut buf = vec![0u8; n];
+            let read = s.read_exact_at(0, &mut buf);
+            prop_assert!(
+                read.is_ok(),
+                "{kind}: opened but does not read back: {read:?}"
+            );
+            prop_assert!(
+                buf.as_slice() == &original[..n],
+                "{kind}: a mutation went unnoticed: {n} bytes read back, content differs"
+            );
+        }
     }
     Ok(())
 }
@@ -337,12 +380,15 @@ proptest! {
     #![proptest_config(Config { cases: 64, failure_persistence: None, ..Config::default() })]
 
     /// Bit flips, truncations and splices of valid gzip: never a panic; a
-    /// flipped bit in the data is caught (by inflate or the CRC).
+    /// flipped bit in the data is caught (by inflate or the CRC): see
+    /// [`survive`].
     #[test]
     fn mutated_gzip_never_panics(seed in 1u64.., flips in proptest::collection::vec((0usize..1 << 20, 0u8..8), 0..4), cut in 0usize..1 << 20) {
         let data = sample(300_000, seed);
         let mut gz = gzip_of(&data);
         gz.extend(gzip_of(&data[..1000]));
+        let mut original = data.clone();
+        original.extend_from_slice(&data[..1000]);
         let n = gz.len();
         for (at, bit) in &flips {
             gz[at % n] ^= 1 << bit;
@@ -350,9 +396,10 @@ proptest! {
         if cut % 3 == 0 {
             gz.truncate(cut % n);
         }
-        survive("gz", gz)?;
+        survive("gz", gz, &original, &[300_000, 1000])?;
     }
 
+    /// The same for bzip2 (block and stream CRCs).
     #[test]
     fn mutated_bzip2_never_panics(seed in 1u64.., flips in proptest::collection::vec((0usize..1 << 20, 0u8..8), 0..4), cut in 0usize..1 << 20) {
         let data = sample(250_000, seed);
@@ -364,6 +411,6 @@ proptest! {
         if cut % 3 == 0 {
             bz.truncate(cut % n);
         }
-        survive("bz", bz)?;
+        survive("bz", bz, &data, &[250_000])?;
     }
 }

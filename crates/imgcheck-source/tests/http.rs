@@ -178,9 +178,28 @@ fn dropped_connection_and_cut_body_are_retried() {
     let mut buf = vec![0u8; 30_000];
     src.read_exact_at(20_000, &mut buf).unwrap();
     assert_eq!(&buf[..], &d[20_000..50_000]);
-    // The cut body was resumed, not refetched from the start.
+    // The dropped connection was retried (two HEADs). The cut body was
+    // resumed, not refetched from the start: exactly two GETs, the second
+    // starting where the server stopped (it sends half of the body) and
+    // ending where the first did.
     let log = s.requests();
-    assert!(log.len() >= 3, "{log:?}");
+    let heads = log.iter().filter(|l| l.starts_with("HEAD ")).count();
+    assert_eq!(heads, 2, "{log:?}");
+    let ranges: Vec<(u64, u64)> = log
+        .iter()
+        .filter_map(|l| l.strip_prefix("GET /disk.img bytes="))
+        .map(|r| {
+            let (a, b) = r.split_once('-').expect("A-B range");
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(ranges.len(), 2, "{log:?}");
+    let (a, b) = ranges[0];
+    assert!(a <= 20_000 && b >= 49_999, "the first GET covers the read: {log:?}");
+    // The server sends [start, start + (end - start) / 2) of [start, end).
+    let end = b + 1;
+    let half = (end - a) / 2;
+    assert_eq!(ranges[1], (a + half, b), "resumed at the cut: {log:?}");
 }
 
 #[test]

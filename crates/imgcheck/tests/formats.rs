@@ -11,6 +11,7 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{Fixture, fixtures, imgcheck, sha256_file};
 use imgcheck::source::{ByteSource, FileSource, SourceError};
@@ -186,7 +187,12 @@ proptest! {
     }
 
     /// Truncated and bit-flipped views of every fixture: Ok or Err, never a
-    /// panic (a panic fails the test), and reads stay bounded.
+    /// panic (a panic fails the test), and reads stay bounded: opening,
+    /// walking up to 10,000 extents and eight 64 KiB reads fetch at most
+    /// four times the file plus 64 MiB (eight reads that each decode one
+    /// compressed cluster of at most 2 MiB, the largest qcow2 cluster, fit
+    /// easily). A damaged table that made a reader loop or fetch without
+    /// limit would exceed it.
     #[test]
     fn damaged_images_never_panic(pick in any::<prop::sample::Index>(), cut in 0.0f64..1.0, flip_at in 0.0f64..1.0, bit in 0u8..8, head in any::<bool>(), truncate in any::<bool>()) {
         let all = fixtures("disk");
@@ -197,7 +203,8 @@ proptest! {
         let span = if head { len.min(64 << 10) } else { len };
         let flip = ((span as f64) * flip_at) as u64;
         let new_len = if truncate { ((len as f64) * cut) as u64 } else { len };
-        let damaged: Arc<dyn ByteSource> = Arc::new(Damaged { inner: file, len: new_len, flip, bit });
+        let fetched = Arc::new(AtomicU64::new(0));
+        let damaged: Arc<dyn ByteSource> = Arc::new(Damaged { inner: file, len: new_len, flip, bit, fetched: fetched.clone() });
         if let Ok(disk) = imgcheck::disk::open(damaged, &Default::default()) {
             let size = disk.virtual_size();
             for e in disk.extents(0, size).take(10_000) {
@@ -210,6 +217,9 @@ proptest! {
                 if n > 0 { let _ = disk.read_at(off, &mut buf[..n]); }
             }
         }
+        let bound = len.saturating_mul(4).saturating_add(64 << 20);
+        let got = fetched.load(Ordering::Relaxed);
+        prop_assert!(got <= bound, "{}: fetched {got} bytes of a {len}-byte file (bound {bound})", f.name());
     }
 }
 
@@ -220,6 +230,8 @@ struct Damaged {
     len: u64,
     flip: u64,
     bit: u8,
+    /// Bytes read through this view (sibling files not counted).
+    fetched: Arc<AtomicU64>,
 }
 
 impl ByteSource for Damaged {
@@ -231,6 +243,7 @@ impl ByteSource for Damaged {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
         imgcheck::source::check_range(self.name(), offset, buf.len(), self.len)?;
+        self.fetched.fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.inner.read_exact_at(offset, buf)?;
         if self.flip >= offset && self.flip < offset + buf.len() as u64 {
             buf[(self.flip - offset) as usize] ^= 1 << self.bit;

@@ -29,6 +29,9 @@ pub enum Command {
     Upload(UploadArgs),
     /// Packer post-processor hook: check the artifacts in packer-manifest.json.
     Packer(PackerArgs),
+    /// Terraform `external` data source: reads {"image","provider"[,"for","strict"]}
+    /// as JSON on stdin, prints the result as a flat JSON map of strings.
+    Terraform(TerraformArgs),
 }
 
 /// Options shared by every command that opens an image.
@@ -132,10 +135,21 @@ pub struct ConvertArgs {
 
 /// `imgcheck check` (also `imgcheck IMAGE...`).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("inputs").required(true).multiple(true).args(["images", "from"])))]
 pub struct CheckArgs {
-    /// Image paths; several are checked in parallel.
-    #[arg(required = true)]
+    /// Image paths or http(s) URLs; several are checked in parallel.
     pub images: Vec<String>,
+    /// Also check the paths/URLs listed in FILE, one per line (`-`: stdin;
+    /// blank lines and lines starting with `#` are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Print one JSON object per line for each image as soon as its check
+    /// finishes (completion order), and a summary line on stderr.
+    #[arg(long, conflicts_with = "json")]
+    pub jsonl: bool,
+    /// Check at most N images at once (default: one per core).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
     /// Check against this provider only: digitalocean, linode or kakaocloud
     /// (repeatable or comma-separated; default: all three).
     #[arg(long = "provider", short = 'p', value_delimiter = ',', value_parser = parse_provider)]
@@ -274,6 +288,13 @@ pub struct PackerArgs {
     pub open: OpenArgs,
 }
 
+/// `imgcheck terraform` (the query comes on stdin).
+#[derive(Debug, Args)]
+pub struct TerraformArgs {
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
 fn parse_provider(s: &str) -> Result<imgcheck::Provider, String> {
     s.parse()
 }
@@ -282,7 +303,15 @@ fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
 }
 
-const SUBCOMMANDS: &[&str] = &["info", "convert", "check", "upload", "packer", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "info",
+    "convert",
+    "check",
+    "upload",
+    "packer",
+    "terraform",
+    "help",
+];
 
 /// Inserts `check` when the first argument is an image rather than a
 /// subcommand or a top-level flag.

@@ -1,5 +1,7 @@
 //! `imgcheck check IMAGE...` (also `imgcheck IMAGE...`): every image is
-//! checked in parallel, results print in argument order.
+//! checked in parallel (at most `--jobs` at once), results print in
+//! argument order; with `--jsonl`, one JSON line per image as each finishes.
+//! `--from FILE` (or `-`) adds paths/URLs listed one per line.
 //!
 //! Exit: 0 when every selected provider passes every image, 1 when some
 //! verdict fails (a damaged image included), 2 when an image could not be
@@ -7,11 +9,14 @@
 //! a script must not read "some failed" when some were never checked.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::io::{IsTerminal, Read as _, Write as _};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use imgcheck::{CheckOptions, Error, Report, Severity, Verdict};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::args::CheckArgs;
@@ -27,18 +32,32 @@ pub fn run(a: &CheckArgs) -> Result<ExitCode, Error> {
         providers: a.providers.clone(),
         open: open_options(&a.open),
     };
-    let results: Vec<Result<Report, Error>> = a
-        .images
-        .par_iter()
-        .map(|img| imgcheck::check(img, &options))
-        .collect();
+    let mut images = a.images.clone();
+    if let Some(from) = &a.from {
+        images.extend(read_list(from)?);
+    }
+    if images.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: lists no image (one path or URL per line)",
+            a.from
+                .as_ref()
+                .map_or_else(|| "--from".to_owned(), |p| p.display().to_string())
+        )));
+    }
+    let jobs = a.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    if a.jsonl {
+        return Ok(run_jsonl(&images, &options, jobs));
+    }
+    let results = check_all(&images, &options, jobs, |_, r| Some(r));
 
     let style = Style::detect();
     let mut stdout = std::io::stdout().lock();
     let mut text = String::new();
     if a.json {
-        let docs: Vec<JsonDoc<'_>> = a
-            .images
+        let docs: Vec<JsonDoc<'_>> = images
             .iter()
             .zip(&results)
             .map(|(img, r)| JsonDoc::new(img, r))
@@ -52,7 +71,7 @@ pub fn run(a: &CheckArgs) -> Result<ExitCode, Error> {
         .unwrap_or_default();
         text.push('\n');
     } else {
-        for (i, (img, r)) in a.images.iter().zip(&results).enumerate() {
+        for (i, (img, r)) in images.iter().zip(&results).enumerate() {
             if i > 0 {
                 text.push('\n');
             }
@@ -65,15 +84,10 @@ pub fn run(a: &CheckArgs) -> Result<ExitCode, Error> {
             }
         }
         if results.len() > 1 {
-            let passed = results
-                .iter()
-                .filter(|r| r.as_ref().is_ok_and(Report::pass))
-                .count();
-            let errors = results.iter().filter(|r| r.is_err()).count();
-            let failed = results.len() - passed - errors;
-            let _ = write!(text, "\n{passed} passed, {failed} failed");
-            if errors > 0 {
-                let _ = write!(text, ", {errors} could not be checked");
+            let t = Tally::of(&results);
+            let _ = write!(text, "\n{} passed, {} failed", t.passed, t.failed);
+            if t.errors > 0 {
+                let _ = write!(text, ", {} could not be checked", t.errors);
             }
             text.push('\n');
         }
@@ -84,15 +98,151 @@ pub fn run(a: &CheckArgs) -> Result<ExitCode, Error> {
     for e in results.iter().filter_map(|r| r.as_ref().err()) {
         print_error(e);
     }
+    Ok(ExitCode::from(Tally::of(&results).exit_code()))
+}
 
-    let code = if results.iter().any(Result::is_err) {
-        super::EXIT_ERROR
-    } else if results.iter().all(|r| r.as_ref().is_ok_and(Report::pass)) {
-        0
+/// `--jsonl`: one compact JSON document per line, printed (and flushed) as
+/// each check finishes, so a consumer sees results while the batch runs and
+/// no report is kept in memory; the tally goes to stderr at the end.
+fn run_jsonl(images: &[String], options: &CheckOptions, jobs: usize) -> ExitCode {
+    let start = Instant::now();
+    let tally = Mutex::new(Tally::default());
+    check_all(images, options, jobs, |img, r| {
+        let mut line = serde_json::to_string(&JsonDoc::new(img, &r)).unwrap_or_default();
+        line.push('\n');
+        let mut t = tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        t.add(&r);
+        // Written while holding the tally's lock: lines never interleave.
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(line.as_bytes());
+        let _ = stdout.flush();
+        // The result is printed; only the tally is kept.
+        None
+    });
+    let t = tally
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    eprintln!(
+        "imgcheck: {} image{} checked in {:.1} s: {} passed, {} failed, {} could not be checked",
+        t.total(),
+        if t.total() == 1 { "" } else { "s" },
+        start.elapsed().as_secs_f64(),
+        t.passed,
+        t.failed,
+        t.errors
+    );
+    ExitCode::from(t.exit_code())
+}
+
+/// Checks `images` on at most `jobs` threads. `done` sees each result as it
+/// finishes (completion order) and returns what to keep of it; the kept
+/// results come back in `images` order.
+fn check_all<F>(
+    images: &[String],
+    options: &CheckOptions,
+    jobs: usize,
+    done: F,
+) -> Vec<Result<Report, Error>>
+where
+    F: Fn(&str, Result<Report, Error>) -> Option<Result<Report, Error>> + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let kept: Mutex<Vec<Option<Result<Report, Error>>>> =
+        Mutex::new((0..images.len()).map(|_| None).collect());
+    let workers = jobs.clamp(1, images.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(img) = images.get(i) else { break };
+                    let r = imgcheck::check(img, options);
+                    if let Some(keep) = done(img, r) {
+                        let mut k = kept
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if let Some(slot) = k.get_mut(i) {
+                            *slot = Some(keep);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    kept.into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The paths/URLs listed in `path` (`-` = stdin), one per line; blank lines
+/// and `#` comments skipped.
+fn read_list(path: &Path) -> Result<Vec<String>, Error> {
+    let text = if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .lock()
+            .read_to_string(&mut s)
+            .map_err(|e| Error::Usage(format!("--from -: reading stdin: {e}")))?;
+        s
     } else {
-        EXIT_FAIL
+        std::fs::read_to_string(path).map_err(|e| {
+            Error::Source(imgcheck::source::SourceError::Open {
+                name: path.display().to_string(),
+                source: e,
+            })
+        })?
     };
-    Ok(ExitCode::from(code))
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Counts of a batch.
+#[derive(Debug, Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    errors: usize,
+}
+
+impl Tally {
+    fn of(results: &[Result<Report, Error>]) -> Self {
+        let mut t = Self::default();
+        for r in results {
+            t.add(r);
+        }
+        t
+    }
+
+    fn add(&mut self, r: &Result<Report, Error>) {
+        match r {
+            Ok(report) if report.pass() => self.passed += 1,
+            Ok(_) => self.failed += 1,
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.passed + self.failed + self.errors
+    }
+
+    /// 2 when any image could not be checked, else 1 when any failed.
+    fn exit_code(&self) -> u8 {
+        if self.errors > 0 {
+            super::EXIT_ERROR
+        } else if self.failed > 0 {
+            EXIT_FAIL
+        } else {
+            0
+        }
+    }
 }
 
 /// The JSON object for one image: the report, or `{image: {path}, error}`

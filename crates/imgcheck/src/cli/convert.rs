@@ -32,8 +32,7 @@ const IMAGE_EXTS: &[&str] = &[
 /// What to write, from the flags.
 fn plan(a: &ConvertArgs) -> (OutputFormat, Compress) {
     match a.provider {
-        Some(Provider::Linode) => (OutputFormat::Raw, Compress::Gzip),
-        Some(Provider::Digitalocean) => (OutputFormat::Qcow2, Compress::Gzip),
+        Some(p) => provider_plan(p),
         None => (
             match a.out_format.unwrap_or(OutFormat::Raw) {
                 OutFormat::Raw => OutputFormat::Raw,
@@ -45,6 +44,14 @@ fn plan(a: &ConvertArgs) -> (OutputFormat, Compress) {
                 CompressArg::Bzip2 => Compress::Bzip2,
             },
         ),
+    }
+}
+
+/// What `--for P` writes.
+fn provider_plan(p: Provider) -> (OutputFormat, Compress) {
+    match p {
+        Provider::Linode => (OutputFormat::Raw, Compress::Gzip),
+        Provider::Digitalocean => (OutputFormat::Qcow2, Compress::Gzip),
     }
 }
 
@@ -125,10 +132,7 @@ pub fn run(a: &ConvertArgs) -> Result<ExitCode, Error> {
             "{}",
             json!({
                 "input": a.input, "output": output, "format": fmt,
-                "provider": a.provider.map(|p| match p {
-                    Provider::Linode => "linode",
-                    Provider::Digitalocean => "digitalocean",
-                }),
+                "provider": a.provider.map(provider_name),
                 "virtual-size": stats.virtual_size, "bytes-read": stats.bytes_read,
                 "bytes-written": stats.bytes_written,
             })
@@ -137,6 +141,42 @@ pub fn run(a: &ConvertArgs) -> Result<ExitCode, Error> {
         println!("{} ({fmt})", output.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The provider's name as `--for` spells it.
+pub fn provider_name(p: Provider) -> &'static str {
+    match p {
+        Provider::Linode => "linode",
+        Provider::Digitalocean => "digitalocean",
+    }
+}
+
+/// Writes what `imgcheck convert --for P INPUT` would write, into `dir`
+/// (same name, so a check of it says what the real output would get), and
+/// returns its path and the path `convert` would have written it to.
+/// The output is byte-identical to the real one (same encoder, same level;
+/// the thread count does not change the bytes), so its MD5 is the real one's.
+pub fn convert_for(
+    input: &str,
+    p: Provider,
+    dir: &Path,
+    open: &super::args::OpenArgs,
+) -> Result<(PathBuf, String), Error> {
+    let (format, compress) = provider_plan(p);
+    let named = default_output(input, format, compress);
+    let path = dir.join(named.file_name().unwrap_or_default());
+    let disk = imgcheck::open(input, &open_options(open))?;
+    let out = AtomicOutput::create(&path, false)?;
+    convert(
+        &disk.disk,
+        &out,
+        format,
+        compress,
+        &Options::default(),
+        &|_| {},
+    )?;
+    out.commit()?;
+    Ok((path, named.to_string_lossy().into_owned()))
 }
 
 /// True when both paths name the same existing file.

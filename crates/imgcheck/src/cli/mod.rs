@@ -6,6 +6,7 @@ mod convert;
 mod info;
 mod output;
 mod packer;
+mod terraform;
 mod upload;
 
 use std::ffi::OsString;
@@ -34,6 +35,7 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
         Command::Check(a) => check::run(&a),
         Command::Upload(a) => upload::run(&a),
         Command::Packer(a) => packer::run(&a),
+        Command::Terraform(a) => terraform::run(&a),
     };
     match result {
         Ok(code) => code,
