@@ -40,7 +40,7 @@ pub const MAX_UNCOMPRESSED: u64 = 6 * 1024 * 1024 * 1024;
 /// which point release first had it is UNCONFIRMED, so the later one is
 /// used). An older cloud-init cannot read the Metadata service, so the image
 /// is uploaded with `cloud_init: false` unless the user overrides it.
-pub const MIN_CLOUD_INIT_FOR_METADATA: (u32, u32, u32) = (23, 3, 1);
+pub const MIN_CLOUD_INIT_FOR_METADATA: &str = "23.3.1";
 
 /// An image upload.
 #[derive(Debug, Clone, Default)]
@@ -78,23 +78,6 @@ pub fn client_from_env() -> Result<Api, UploadError> {
 /// The API base: `IMGCHECK_LINODE_API_URL`, else [`DEFAULT_API`].
 pub fn api_base() -> String {
     base_url("IMGCHECK_LINODE_API_URL", DEFAULT_API)
-}
-
-/// Whether a cloud-init version string (`22.4.2`, `23.4.4-r0`,
-/// `22.4.2-1+deb12u1`) is at least [`MIN_CLOUD_INIT_FOR_METADATA`].
-/// `None` when the version cannot be read.
-pub fn cloud_init_supports_metadata(version: &str) -> Option<bool> {
-    let core = version.split(['-', '+', '~', ' ']).next()?;
-    let mut it = core.split('.').map(|p| {
-        p.chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse::<u32>()
-    });
-    let major = it.next()?.ok()?;
-    let minor = it.next().and_then(Result::ok).unwrap_or(0);
-    let patch = it.next().and_then(Result::ok).unwrap_or(0);
-    Some((major, minor, patch) >= MIN_CLOUD_INIT_FOR_METADATA)
 }
 
 /// Checks a label as Linode's API does: 1 to 50 characters, each a letter,
@@ -418,20 +401,6 @@ impl Read for HashingReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cloud_init_versions() {
-        assert_eq!(cloud_init_supports_metadata("23.3.1"), Some(true));
-        assert_eq!(cloud_init_supports_metadata("23.3"), Some(false));
-        assert_eq!(cloud_init_supports_metadata("23.4.4-r0"), Some(true));
-        assert_eq!(cloud_init_supports_metadata("26.1"), Some(true));
-        assert_eq!(
-            cloud_init_supports_metadata("22.4.2-1+deb12u1"),
-            Some(false)
-        );
-        assert_eq!(cloud_init_supports_metadata("0.7.5"), Some(false));
-        assert_eq!(cloud_init_supports_metadata("garbage"), None);
-    }
 
     #[test]
     fn labels() {

@@ -23,7 +23,10 @@ mod upload;
 pub use check::{CHECK_MAX_UNCOMPRESSED, CheckOptions, Report, Stats, check};
 pub use error::Error;
 pub use input::{Input, OpenOptions, open};
-pub use upload::{DoSource, UploadOptions, UploadResult, UploadTarget, upload};
+pub use upload::{
+    DoSource, UploadOptions, UploadResult, UploadTarget, digitalocean_distribution,
+    linode_cloud_init, upload,
+};
 
 pub use imgcheck_convert as convert;
 pub use imgcheck_disk as disk;

@@ -329,12 +329,8 @@ pub fn upload(target: &UploadTarget, options: &UploadOptions<'_>) -> Result<Uplo
             cloud_init,
         } => {
             let mut request = request.clone();
-            request.cloud_init = cloud_init.unwrap_or_else(|| {
-                guest
-                    .and_then(|g| g.cloud_init.version.as_deref())
-                    .and_then(linode::cloud_init_supports_metadata)
-                    .unwrap_or(false)
-            });
+            request.cloud_init = cloud_init
+                .unwrap_or_else(|| guest.is_some_and(|g| linode_cloud_init(&g.cloud_init)));
             result.derived = serde_json::json!({"cloud_init": request.cloud_init});
             // A remote .img.gz is fetched by converting it (the PUT needs
             // a local file).
@@ -752,4 +748,37 @@ fn linode_input(
     )?;
     out.commit()?;
     Ok((target.clone(), size, Some(target)))
+}
+
+/// Linode's `cloud_init` capability of an image (its guest's cloud-init can
+/// read Linode's Metadata service): a cloud-init at least
+/// [`linode::MIN_CLOUD_INIT_FOR_METADATA`] and, when the image configures a
+/// datasource list (a config file or the kernel command line), one that
+/// names `Akamai` (Linode's guide adds it; cloud-init tries only listed
+/// sources). Used by `upload` and `imgcheck terraform` alike.
+pub fn linode_cloud_init(ci: &imgcheck_guest::CloudInitFacts) -> bool {
+    if !ci.installed {
+        return false;
+    }
+    // Debian ordering, epoch and distribution revision dropped, as every
+    // cloud-init version rule compares.
+    let new_enough = ci.version.as_deref().is_some_and(|v| {
+        imgcheck_rules::version::at_least(v, linode::MIN_CLOUD_INIT_FOR_METADATA) == Some(true)
+    });
+    let configured = matches!(
+        ci.datasource_decided_by.as_deref(),
+        Some("config" | "kernel_cmdline")
+    );
+    let lists_akamai = !configured
+        || ci
+            .datasource_list
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|d| d.eq_ignore_ascii_case("akamai")));
+    new_enough && lists_akamai
+}
+
+/// DigitalOcean's `distribution` for an os-release `ID` (`Unknown` when
+/// there is none or DigitalOcean has no such name).
+pub fn digitalocean_distribution(os_id: Option<&str>) -> &'static str {
+    os_id.map_or("Unknown", digitalocean::distribution_for_os)
 }

@@ -37,13 +37,6 @@ const MAX_QUERY: u64 = 1 << 20;
 /// The keys a query may have.
 const KEYS: &[&str] = &["image", "provider", "for", "strict"];
 
-/// Linode's Metadata service needs cloud-init 23.3.1 or newer (Linode's
-/// guide "Use Akamai's Metadata Service with Cloud-Init on Any
-/// Distribution", linode.com/docs/guides/using-metadata-cloud-init-on-any-distribution/:
-/// "Akamai's Metadata service requires that an instance have cloud-init
-/// version 23.3.1 or newer"), with `Akamai` in the datasource list.
-const AKAMAI_MIN_CLOUD_INIT: [u64; 3] = [23, 3, 1];
-
 /// A parsed query.
 #[derive(Debug, PartialEq)]
 struct Query {
@@ -293,47 +286,12 @@ fn result_map(
     m
 }
 
-/// DigitalOcean's `distribution` for an os-release `ID`.
-///
-/// DigitalOcean's list (openapi `shared/attributes/distribution.yml`):
-/// Arch Linux, CentOS, CoreOS, Debian, Fedora, Fedora Atomic, FreeBSD,
-/// Gentoo, openSUSE, RancherOS, Rocky Linux, Ubuntu, Unknown. Anything else
-/// is stored as Unknown, so that is what an unlisted OS gets here.
-fn digitalocean_distribution(os_id: Option<&str>) -> &'static str {
-    let Some(id) = os_id else { return "Unknown" };
-    match id.to_ascii_lowercase().as_str() {
-        "arch" | "archarm" => "Arch Linux",
-        "centos" => "CentOS",
-        "coreos" => "CoreOS",
-        "debian" => "Debian",
-        // Fedora Atomic has ID=fedora too; only VARIANT_ID tells it apart.
-        "fedora" => "Fedora",
-        "freebsd" => "FreeBSD",
-        "gentoo" => "Gentoo",
-        "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => "openSUSE",
-        "rancheros" => "RancherOS",
-        "rocky" => "Rocky Linux",
-        "ubuntu" => "Ubuntu",
-        _ => "Unknown",
-    }
+fn linode_cloud_init(ci: &imgcheck::guest::CloudInitFacts) -> bool {
+    imgcheck::linode_cloud_init(ci)
 }
 
-/// Linode's `cloud_init` capability: the guest's cloud-init can read the
-/// Metadata service, i.e. it is at least 23.3.1 (the first with the Akamai
-/// datasource) and its datasource list, when the image sets one, names
-/// `Akamai` (Linode's guide adds it; cloud-init tries only listed sources).
-fn linode_cloud_init(ci: &imgcheck::guest::CloudInitFacts) -> bool {
-    if !ci.installed {
-        return false;
-    }
-    let new_enough = ci.version.as_deref().is_some_and(|v| {
-        imgcheck::rules::version::at_least(v, &AKAMAI_MIN_CLOUD_INIT) == Some(true)
-    });
-    let lists_akamai = ci
-        .datasource_list
-        .as_ref()
-        .is_none_or(|l| l.iter().any(|d| d.eq_ignore_ascii_case("akamai")));
-    new_enough && lists_akamai
+fn digitalocean_distribution(os_id: Option<&str>) -> &'static str {
+    imgcheck::digitalocean_distribution(os_id)
 }
 
 /// The findings of a failed check, for stderr (Terraform shows it as the
@@ -427,6 +385,7 @@ mod tests {
             installed: true,
             version: Some(v.into()),
             datasource_list: list.map(|l| l.iter().map(|s| (*s).to_owned()).collect()),
+            datasource_decided_by: list.map(|_| "config".to_owned()),
             ..Default::default()
         };
         assert!(linode_cloud_init(&ci("23.3.1", None)));
