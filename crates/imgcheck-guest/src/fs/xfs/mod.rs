@@ -57,7 +57,7 @@ pub const MAX_EXTENTS: usize = 1 << 17;
 pub const MAX_BMBT_DEPTH: usize = 10;
 /// Most btree blocks read for one map.
 pub const MAX_BMBT_NODES: usize = 1 << 12;
-/// Most directory bytes scanned by one lookup or listing.
+/// Most directory bytes scanned by one path lookup or listing.
 pub const MAX_DIR_BYTES: u64 = 16 << 20;
 /// Largest file read in one call, whatever the caller's `max`.
 pub const MAX_READ: u64 = 256 << 20;
@@ -188,6 +188,9 @@ impl Xfs {
     /// is not a directory.
     pub fn lookup(&self, path: &str) -> Result<Option<Inode>, FsError> {
         let mut cur = self.inode(self.sb.root_ino)?;
+        // One budget for the whole path, so a hostile path of many large
+        // directories costs no more than one.
+        let mut budget = MAX_DIR_BYTES;
         for (n, name) in path.split('/').filter(|c| !c.is_empty()).enumerate() {
             if n >= MAX_COMPONENTS {
                 return Err(limit("path components".into(), MAX_COMPONENTS));
@@ -195,7 +198,10 @@ impl Xfs {
             if cur.kind != Type::Dir {
                 return Ok(None);
             }
-            match self.scan_dir(&cur, &Want::Lookup(name.as_bytes()))?.ino {
+            match self
+                .scan_dir(&cur, &Want::Lookup(name.as_bytes()), &mut budget)?
+                .ino
+            {
                 Some(ino) => cur = self.inode(ino)?,
                 None => return Ok(None),
             }
@@ -264,7 +270,8 @@ impl GuestFs for Xfs {
 
     fn read_dir(&self, path: &str, max: usize) -> Result<Vec<String>, FsError> {
         let i = self.lookup_kind(path, Type::Dir, "not a directory")?;
-        Ok(self.scan_dir(&i, &Want::List(max))?.names)
+        let mut budget = MAX_DIR_BYTES;
+        Ok(self.scan_dir(&i, &Want::List(max), &mut budget)?.names)
     }
 
     fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, FsError> {
