@@ -193,16 +193,16 @@ impl Xfs {
         let first = start >> sb.block_log;
         let n = dbs >> sb.block_log;
         let inside = first >= e.off && first - e.off + n <= e.len && !e.unwritten;
-        if let Some((base, room)) = sb.fsb_to_byte(e.block).filter(|_| inside) {
-            let delta = first - e.off;
-            if e.len <= room {
-                if let Some(at) = delta
+        let at = sb
+            .fsb_to_byte(e.block)
+            .filter(|(_, room)| inside && e.len <= *room)
+            .and_then(|(base, _)| {
+                (first - e.off)
                     .checked_mul(sb.block_size)
                     .and_then(|d| base.checked_add(d))
-                {
-                    return self.meta(at, dbs);
-                }
-            }
+            });
+        if let Some(at) = at {
+            return self.meta(at, dbs);
         }
         let len = usize::try_from(dbs).map_err(|_| limit("directory block size".into(), 0))?;
         let mut buf = vec![0u8; len];
