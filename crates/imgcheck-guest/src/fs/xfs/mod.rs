@@ -8,12 +8,16 @@
 //! * `xfs-core` 0.1.6 parses from one `&[u8]` holding the whole image; its
 //!   adapter reads the entire volume into memory first. A check must read
 //!   kilobytes of a multi-GB image, possibly over http.
-//! * `lamxfs` 0.1.3 (no_std, for a bootloader) replays the log at open
-//!   (up to 128 MiB of overlay), lists a directory whole (caps of 1M
-//!   entries and 64K blocks, with an inode read per entry on non-ftype
-//!   filesystems), and reads a file through an extent list collected whole
-//!   (up to 4M extents). Our seam needs bounded prefix reads, listings
-//!   truncated at `max` and per-call work limits, and a `&self` reader.
+//! * `lamxfs` 0.1.3 (no_std, for a bootloader) read our three fixtures
+//!   correctly and survived 2000 byte mutations of each without a panic,
+//!   but it reads far more than a check may: every path component's
+//!   lookup reads that whole directory, uncached (the same lookups,
+//!   listings and reads on our fixtures: 331 to 1079 KiB against 156 to
+//!   162 KiB here), a listing is never cut at `max` (caps of 1M entries
+//!   and 64K blocks, an inode read per entry without ftype), and a file is
+//!   mapped through an extent list collected whole (up to 4M extents). Its
+//!   `&mut self` API would also need a `RefCell` behind our `&self` seam.
+//!   It does replay a dirty v5 log at open, which this reader does not.
 //!
 //! What is read: the superblock sector, then per lookup the inodes and
 //! directory blocks on the path, only until the name is found; a file
