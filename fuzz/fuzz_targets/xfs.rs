@@ -1,15 +1,41 @@
 #![no_main]
 //! Fuzz target: the XFS reader over arbitrary bytes as a filesystem
 //! (superblock, inodes, extent lists and bmbt, every directory format,
-//! symlinks). Seed it with the start of an XFS partition from
-//! testdata/generated/guests/xfs-rocky-v4.img (no CRCs, so mutations reach
-//! the parsers) to get past the superblock checks.
+//! symlinks). The input is the start of the filesystem, read as if
+//! followed by zeros up to 1 TiB, so a seed of the first 2 MiB of an XFS
+//! partition (dd bs=1M skip=2 count=2 of
+//! testdata/generated/guests/xfs-rocky-v4.img: no CRCs, so mutations reach
+//! the parsers) passes the superblock's size check.
 use std::sync::Arc;
 
 use imgcheck_guest::fs::xfs;
 use imgcheck_guest::fs::{GuestFs, Kind};
-use imgcheck_source::{ByteSource, MemSource};
+use imgcheck_source::{ByteSource, SourceError};
 use libfuzzer_sys::fuzz_target;
+
+/// `data`, then zeros, 1 TiB in all.
+#[derive(Debug)]
+struct Padded(Vec<u8>);
+
+impl ByteSource for Padded {
+    fn name(&self) -> &str {
+        "fuzz"
+    }
+    fn len(&self) -> u64 {
+        1 << 40
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        imgcheck_source::check_range("fuzz", offset, buf.len(), self.len())?;
+        buf.fill(0);
+        if let Ok(start) = usize::try_from(offset) {
+            if let Some(src) = self.0.get(start..) {
+                let n = src.len().min(buf.len());
+                buf[..n].copy_from_slice(&src[..n]);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Lists and reads the tree breadth-first, bounded in depth and width.
 fn walk(fs: &dyn GuestFs) {
@@ -38,7 +64,7 @@ fn walk(fs: &dyn GuestFs) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let src: Arc<dyn ByteSource> = Arc::new(MemSource::new("fuzz", data.to_vec()));
+    let src: Arc<dyn ByteSource> = Arc::new(Padded(data.to_vec()));
     let Ok(fs) = xfs::open(src) else { return };
     for p in ["/etc/os-release", "/usr/lib/os-release", "/etc/cloud/cloud.cfg"] {
         let _ = fs.lstat(p);
