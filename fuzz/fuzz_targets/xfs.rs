@@ -42,13 +42,19 @@ fn walk(fs: &dyn GuestFs) {
     let mut dirs = vec![("/".to_owned(), 0u32)];
     let mut visited = 0;
     while let Some((d, depth)) = dirs.pop() {
-        let Ok(names) = fs.read_dir(&d, 64) else { continue };
+        let Ok(names) = fs.read_dir(&d, 64) else {
+            continue;
+        };
         for n in names {
             visited += 1;
             if visited > 512 {
                 return;
             }
-            let p = if d == "/" { format!("/{n}") } else { format!("{d}/{n}") };
+            let p = if d == "/" {
+                format!("/{n}")
+            } else {
+                format!("{d}/{n}")
+            };
             match fs.lstat(&p) {
                 Ok(Some(Kind::Dir)) if depth < 4 => dirs.push((p, depth + 1)),
                 Ok(Some(Kind::File(_))) => {
@@ -66,7 +72,11 @@ fn walk(fs: &dyn GuestFs) {
 fuzz_target!(|data: &[u8]| {
     let src: Arc<dyn ByteSource> = Arc::new(Padded(data.to_vec()));
     let Ok(fs) = xfs::open(src) else { return };
-    for p in ["/etc/os-release", "/usr/lib/os-release", "/etc/cloud/cloud.cfg"] {
+    for p in [
+        "/etc/os-release",
+        "/usr/lib/os-release",
+        "/etc/cloud/cloud.cfg",
+    ] {
         let _ = fs.lstat(p);
         let _ = fs.read(p, 1 << 20);
     }

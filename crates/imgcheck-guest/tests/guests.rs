@@ -77,7 +77,7 @@ fn check(r: &GuestReport, want: &BTreeMap<String, String>, disk_len: u64) -> Vec
     for (k, w) in want {
         let got: String = match k.as_str() {
             "expected" => continue, // finding codes: asserted by imgcheck-rules
-            "xfs" => continue, // XFS version: asserted by tests/xfs.rs
+            "xfs" => continue,      // XFS version: asserted by tests/xfs.rs
             "table" => match r.partitions.kind {
                 TableKind::None => "none",
                 TableKind::Mbr => "mbr",
