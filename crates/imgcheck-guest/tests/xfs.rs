@@ -309,7 +309,16 @@ fn mutations_never_panic_and_stay_bounded() {
             let flips = (0..n)
                 .map(|_| {
                     let (off, len) = meta[usize::try_from(next() % meta.len() as u64).unwrap()];
-                    (off + next() % len as u64, 1u8 << (next() % 8))
+                    {
+                        // Half single-bit flips, half whole-byte changes
+                        // (large counts and levels, not just off-by-a-bit).
+                        let x = if next() % 2 == 0 {
+                            1u8 << (next() % 8)
+                        } else {
+                            u8::try_from(next() % 255 + 1).unwrap()
+                        };
+                        (off + next() % len as u64, x)
+                    }
                 })
                 .collect();
             let m = Arc::new(Mutated::new(part.clone(), flips));

@@ -15,6 +15,9 @@
 //! v4 blocks start with a 16-byte header ("XD2B" block, "XD2D" data), v5
 //! with a 64-byte CRC'd header ("XDB3", "XDD3").
 
+use std::rc::Rc;
+
+use super::bmap::Extent as Bmap;
 use super::inode::{Format, Inode, Type};
 use super::{MAX_DIR_BYTES, Xfs, be16, be32, be64, corrupt, crc_ok, limit};
 use crate::fs::FsError;
@@ -69,7 +72,12 @@ impl Found {
 
 impl Xfs {
     /// Scans directory `dir` for `want`.
-    pub fn scan_dir(&self, dir: &Inode, want: &Want<'_>) -> Result<Found, FsError> {
+    pub fn scan_dir(
+        &self,
+        dir: &Inode,
+        want: &Want<'_>,
+        budget: &mut u64,
+    ) -> Result<Found, FsError> {
         let mut found = Found::default();
         if dir.kind != Type::Dir {
             return Ok(found);
@@ -79,7 +87,7 @@ impl Xfs {
         }
         match dir.format {
             Format::Local => self.shortform(dir, want, &mut found)?,
-            Format::Extents | Format::Btree => self.dir_blocks(dir, want, &mut found)?,
+            Format::Extents | Format::Btree => self.dir_blocks(dir, want, &mut found, budget)?,
             Format::Other => {
                 return Err(corrupt(dir.name(), dir.offset, "directory without data"));
             }
@@ -129,16 +137,21 @@ impl Xfs {
     }
 
     /// Block, leaf, node and btree directories: every directory block
-    /// below [`LEAF_OFFSET`], in order, until the scan is satisfied.
-    fn dir_blocks(&self, dir: &Inode, want: &Want<'_>, found: &mut Found) -> Result<(), FsError> {
+    /// below [`LEAF_OFFSET`], in order, until the scan is satisfied or
+    /// `budget` (bytes of directory blocks) runs out.
+    fn dir_blocks(
+        &self,
+        dir: &Inode,
+        want: &Want<'_>,
+        found: &mut Found,
+        budget: &mut u64,
+    ) -> Result<(), FsError> {
         let sb = &self.sb;
         let end_block = LEAF_OFFSET >> sb.block_log;
         let map = self.extents(dir, end_block)?;
         let dbs = sb.dir_block_size;
         let fsb_per_db = dbs >> sb.block_log;
         let mut next_db = 0u64; // first directory block not yet scanned
-        let mut budget = MAX_DIR_BYTES;
-        let dbs_len = usize::try_from(dbs).map_err(|_| limit("directory block size".into(), 0))?;
         for e in &map {
             let first = (e.off / fsb_per_db).max(next_db);
             let last = e
@@ -147,16 +160,14 @@ impl Xfs {
                 .min(end_block)
                 .div_ceil(fsb_per_db);
             for db in first..last {
-                if budget < dbs {
-                    return Err(limit(
+                *budget = budget.checked_sub(dbs).ok_or_else(|| {
+                    limit(
                         format!("directory bytes read for {}", dir.name()),
                         MAX_DIR_BYTES,
-                    ));
-                }
-                budget -= dbs;
-                let mut buf = vec![0u8; dbs_len];
+                    )
+                })?;
                 let start = db * dbs;
-                self.fill(dir, &map, start, &mut buf)?;
+                let buf = self.dir_block_bytes(dir, &map, e, start)?;
                 if self.dir_block(dir, start, &buf, want, found)? {
                     return Ok(());
                 }
@@ -164,6 +175,39 @@ impl Xfs {
             }
         }
         Ok(())
+    }
+
+    /// The directory block at byte `start` of the directory: through the
+    /// metadata cache when extent `e` holds all of it (the usual case, so
+    /// the root finder's repeated lookups in /etc cost one read), else
+    /// assembled from the map.
+    fn dir_block_bytes(
+        &self,
+        dir: &Inode,
+        map: &[Bmap],
+        e: &Bmap,
+        start: u64,
+    ) -> Result<Rc<[u8]>, FsError> {
+        let sb = &self.sb;
+        let dbs = sb.dir_block_size;
+        let first = start >> sb.block_log;
+        let n = dbs >> sb.block_log;
+        let inside = first >= e.off && first - e.off + n <= e.len && !e.unwritten;
+        let at = sb
+            .fsb_to_byte(e.block)
+            .filter(|(_, room)| inside && e.len <= *room)
+            .and_then(|(base, _)| {
+                (first - e.off)
+                    .checked_mul(sb.block_size)
+                    .and_then(|d| base.checked_add(d))
+            });
+        if let Some(at) = at {
+            return self.meta(at, dbs);
+        }
+        let len = usize::try_from(dbs).map_err(|_| limit("directory block size".into(), 0))?;
+        let mut buf = vec![0u8; len];
+        self.fill(dir, map, start, &mut buf)?;
+        Ok(buf.into())
     }
 
     /// Parses one directory block (block or data form); true when the

@@ -8,12 +8,16 @@
 //! * `xfs-core` 0.1.6 parses from one `&[u8]` holding the whole image; its
 //!   adapter reads the entire volume into memory first. A check must read
 //!   kilobytes of a multi-GB image, possibly over http.
-//! * `lamxfs` 0.1.3 (no_std, for a bootloader) replays the log at open
-//!   (up to 128 MiB of overlay), lists a directory whole (caps of 1M
-//!   entries and 64K blocks, with an inode read per entry on non-ftype
-//!   filesystems), and reads a file through an extent list collected whole
-//!   (up to 4M extents). Our seam needs bounded prefix reads, listings
-//!   truncated at `max` and per-call work limits, and a `&self` reader.
+//! * `lamxfs` 0.1.3 (no_std, for a bootloader) read our three fixtures
+//!   correctly and survived 2000 byte mutations of each without a panic,
+//!   but it reads far more than a check may: every path component's
+//!   lookup reads that whole directory, uncached (the same lookups,
+//!   listings and reads on our fixtures: 331 to 1079 KiB against 156 to
+//!   162 KiB here), a listing is never cut at `max` (caps of 1M entries
+//!   and 64K blocks, an inode read per entry without ftype), and a file is
+//!   mapped through an extent list collected whole (up to 4M extents). Its
+//!   `&mut self` API would also need a `RefCell` behind our `&self` seam.
+//!   It does replay a dirty v5 log at open, which this reader does not.
 //!
 //! What is read: the superblock sector, then per lookup the inodes and
 //! directory blocks on the path, only until the name is found; a file
@@ -57,7 +61,7 @@ pub const MAX_EXTENTS: usize = 1 << 17;
 pub const MAX_BMBT_DEPTH: usize = 10;
 /// Most btree blocks read for one map.
 pub const MAX_BMBT_NODES: usize = 1 << 12;
-/// Most directory bytes scanned by one lookup or listing.
+/// Most directory bytes scanned by one path lookup or listing.
 pub const MAX_DIR_BYTES: u64 = 16 << 20;
 /// Largest file read in one call, whatever the caller's `max`.
 pub const MAX_READ: u64 = 256 << 20;
@@ -188,6 +192,9 @@ impl Xfs {
     /// is not a directory.
     pub fn lookup(&self, path: &str) -> Result<Option<Inode>, FsError> {
         let mut cur = self.inode(self.sb.root_ino)?;
+        // One budget for the whole path, so a hostile path of many large
+        // directories costs no more than one.
+        let mut budget = MAX_DIR_BYTES;
         for (n, name) in path.split('/').filter(|c| !c.is_empty()).enumerate() {
             if n >= MAX_COMPONENTS {
                 return Err(limit("path components".into(), MAX_COMPONENTS));
@@ -195,7 +202,10 @@ impl Xfs {
             if cur.kind != Type::Dir {
                 return Ok(None);
             }
-            match self.scan_dir(&cur, &Want::Lookup(name.as_bytes()))?.ino {
+            match self
+                .scan_dir(&cur, &Want::Lookup(name.as_bytes()), &mut budget)?
+                .ino
+            {
                 Some(ino) => cur = self.inode(ino)?,
                 None => return Ok(None),
             }
@@ -264,7 +274,8 @@ impl GuestFs for Xfs {
 
     fn read_dir(&self, path: &str, max: usize) -> Result<Vec<String>, FsError> {
         let i = self.lookup_kind(path, Type::Dir, "not a directory")?;
-        Ok(self.scan_dir(&i, &Want::List(max))?.names)
+        let mut budget = MAX_DIR_BYTES;
+        Ok(self.scan_dir(&i, &Want::List(max), &mut budget)?.names)
     }
 
     fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, FsError> {

@@ -127,8 +127,10 @@ impl Superblock {
                 if version & VERSION_DIRV2 == 0 {
                     return Err(unsupported("v1 directories (pre-dirv2 XFS)"));
                 }
+                // Old kernels wrote features2 at the next word (sb_bad_features2);
+                // the kernel ORs the two, and so do we.
                 let f2 = if version & VERSION_MOREBITS != 0 {
-                    be32(b, 200)
+                    be32(b, 200) | be32(b, 204)
                 } else {
                     0
                 };
