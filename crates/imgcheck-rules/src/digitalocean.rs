@@ -214,6 +214,9 @@ fn filesystem(input: &CheckInput<'_>, guest: &GuestReport, out: &mut Out) {
             );
             return;
         }
+        // No root: only a filesystem imgcheck could not read may hold it
+        // (an XFS or btrfs that was read and holds no OS is just not a root).
+        None if common::root_unreadable(input, guest).is_none() => return,
         None => {
             let found: Vec<String> = guest
                 .filesystems
