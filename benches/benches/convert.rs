@@ -88,6 +88,36 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // A sparse raw file: 1 GiB virtual, the same 64 MiB of data at its
+    // start and middle, holes elsewhere (SEEK_DATA/SEEK_HOLE skip them).
+    let dir = tempfile::tempdir().unwrap();
+    let sparse = dir.path().join("sparse.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let mut buf = vec![0u8; SIZE];
+        disk.read_at(0, &mut buf).unwrap();
+        f.write_all_at(&buf, 0).unwrap();
+        f.write_all_at(&buf, 512 << 20).unwrap();
+    }
+    let sparse_disk = open(
+        Arc::new(imgcheck_source::FileSource::open(&sparse).unwrap()),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("convert_sparse_raw");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(1 << 30));
+    g.bench_function("qcow2 from 1 GiB sparse raw", |b| {
+        b.iter(|| {
+            let p = dir.path().join("o.qcow2");
+            let f = std::fs::File::create(&p).unwrap();
+            write_qcow2(&sparse_disk, &f, &p, &opts, &noop).unwrap()
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(convert_benches, benches);

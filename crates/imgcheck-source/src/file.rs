@@ -6,6 +6,10 @@
 //! out on purpose: it turns a file truncated under us into SIGBUS, and for
 //! our large sequential reads the kernel's read-ahead already gives pread the
 //! page cache's speed.
+//!
+//! Holes of sparse files are reported with `lseek(SEEK_DATA/SEEK_HOLE)`
+//! ([`ByteSource::sparse_run`]), so a raw image of a few GiB with a few
+//! hundred MB of data is read (and converted) for its data only.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{ByteSource, SourceError, check_range};
+use crate::{ByteSource, SourceError, SparseRun, check_range};
 
 /// A read-only local file.
 #[derive(Debug)]
@@ -24,6 +28,8 @@ pub struct FileSource {
     len: u64,
     allocated: u64,
     fetched: AtomicU64,
+    /// A regular file (holes can be asked for); not a block device.
+    regular: bool,
 }
 
 impl FileSource {
@@ -44,7 +50,8 @@ impl FileSource {
                 "is a directory",
             )));
         }
-        let len = if meta.file_type().is_file() {
+        let regular = meta.file_type().is_file();
+        let len = if regular {
             meta.len()
         } else {
             // Block devices report 0 in metadata; seek to the end instead.
@@ -59,6 +66,7 @@ impl FileSource {
             len,
             allocated: meta.blocks().saturating_mul(512),
             fetched: AtomicU64::new(0),
+            regular,
         })
     }
 
@@ -97,6 +105,42 @@ impl ByteSource for FileSource {
 
     fn allocated_size(&self) -> Option<u64> {
         Some(self.allocated)
+    }
+
+    /// `SEEK_DATA` from `offset`: at `offset` means data (which ends at the
+    /// next `SEEK_HOLE`), further on means a hole up to there, `ENXIO`
+    /// means a hole up to the end. Filesystems without hole support report
+    /// the whole file as data, which is right. The answers are absolute
+    /// offsets, so threads sharing the descriptor's position do not matter.
+    fn sparse_run(&self, offset: u64) -> Option<SparseRun> {
+        use rustix::fs::{SeekFrom, seek};
+        if !self.regular || offset >= self.len {
+            return None;
+        }
+        let run = match seek(&self.file, SeekFrom::Data(offset)) {
+            Ok(d) if d <= offset => {
+                let hole = seek(&self.file, SeekFrom::Hole(offset)).ok()?;
+                SparseRun {
+                    data: true,
+                    end: hole,
+                }
+            }
+            Ok(d) => SparseRun {
+                data: false,
+                end: d,
+            },
+            Err(rustix::io::Errno::NXIO) => SparseRun {
+                data: false,
+                end: self.len,
+            },
+            Err(_) => return None,
+        };
+        // A file changed under us can answer past our length or behind
+        // `offset`; keep the run inside 1..=len-offset bytes.
+        Some(SparseRun {
+            data: run.data,
+            end: run.end.clamp(offset + 1, self.len),
+        })
     }
 
     /// Resolves `name` against this file's directory. Whether `name` may be

@@ -50,6 +50,16 @@ pub enum Access {
     Slow,
 }
 
+/// A run of a sparse medium, from an asked offset to `end`
+/// ([`ByteSource::sparse_run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SparseRun {
+    /// True: stored bytes. False: a hole, reads as zeros.
+    pub data: bool,
+    /// First byte past the run (at most the source's length).
+    pub end: u64,
+}
+
 /// A random-access, read-only sequence of bytes of known length.
 ///
 /// The contract of [`read_exact_at`](ByteSource::read_exact_at) is strict:
@@ -90,6 +100,17 @@ pub trait ByteSource: Send + Sync + fmt::Debug {
         None
     }
 
+    /// For a sparse medium: whether the byte at `offset` (< `len()`) is
+    /// stored (data) or in a hole that reads as zeros, and where that run
+    /// ends. `None` when the medium cannot tell; treat that as data.
+    ///
+    /// Local files answer with `lseek(SEEK_DATA/SEEK_HOLE)`, as qemu's
+    /// file-posix driver does, so a raw image's holes are never read.
+    fn sparse_run(&self, offset: u64) -> Option<SparseRun> {
+        let _ = offset;
+        None
+    }
+
     /// Open another file that lives next to this one (a VMDK extent, a
     /// backing file), by the name an image header gave.
     ///
@@ -122,6 +143,9 @@ impl<T: ByteSource + ?Sized> ByteSource for Arc<T> {
     }
     fn allocated_size(&self) -> Option<u64> {
         (**self).allocated_size()
+    }
+    fn sparse_run(&self, offset: u64) -> Option<SparseRun> {
+        (**self).sparse_run(offset)
     }
     fn open_sibling(&self, name: &str) -> Result<Arc<dyn ByteSource>, SourceError> {
         (**self).open_sibling(name)

@@ -239,7 +239,9 @@ fn linode_from_qcow2_raw_gz_and_url_uploads_the_guest_bytes() {
 #[test]
 fn linode_cloud_init_follows_the_guest_and_the_override() {
     let mock = providers::linode(LinodeScript::default());
-    let img = guest("cloud-init-26.img").display().to_string();
+    // Rocky's cloud-init 23.4 with no datasource_list configured (ds-identify
+    // decides, and tries Akamai): capable, per Linode's guide (23.3.1+).
+    let img = guest("family-rocky.img").display().to_string();
     let out = run(
         &[
             "upload",
@@ -265,7 +267,7 @@ fn linode_cloud_init_follows_the_guest_and_the_override() {
     assert_eq!(
         post.json()["cloud_init"],
         true,
-        "cloud-init 26.1 has the Akamai datasource"
+        "cloud-init 23.4 with the default datasources has the Akamai datasource"
     );
     assert_eq!(post.json()["label"], "ci 26");
     assert_eq!(
@@ -277,6 +279,24 @@ fn linode_cloud_init_follows_the_guest_and_the_override() {
     assert_eq!(v["image"]["status"], "pending_upload");
     assert_eq!(mock.violations(), Vec::<String>::new());
 
+    // cloud-init 26.1, but its cloud.cfg lists ConfigDrive, DigitalOcean,
+    // NoCloud, None: cloud-init tries only listed sources, so Linode's
+    // Metadata service (the Akamai datasource) is never read.
+    let mock = providers::linode(LinodeScript::default());
+    let img = guest("cloud-init-26.img").display().to_string();
+    let out = run(
+        &["upload", "-p", "linode", &img, "--region", "us-east", "--no-wait"],
+        &linode_env(&mock),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let post = mock
+        .server
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert_eq!(post.json()["cloud_init"], false, "a listed datasource_list without Akamai");
+
     let mock = providers::linode(LinodeScript::default());
     let out = run(
         &[
@@ -287,7 +307,7 @@ fn linode_cloud_init_follows_the_guest_and_the_override() {
             "--region",
             "us-east",
             "--cloud-init",
-            "false",
+            "true",
             "--no-wait",
         ],
         &linode_env(&mock),
@@ -299,7 +319,7 @@ fn linode_cloud_init_follows_the_guest_and_the_override() {
         .into_iter()
         .find(|r| r.method == "POST")
         .unwrap();
-    assert_eq!(post.json()["cloud_init"], false);
+    assert_eq!(post.json()["cloud_init"], true, "the override wins");
 }
 
 #[test]

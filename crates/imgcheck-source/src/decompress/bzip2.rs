@@ -29,6 +29,7 @@
 //! unreviewed machine translation. The scanner and splicer here are ~400
 //! lines on top of the `bzip2` crate the workspace already uses.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -72,6 +73,9 @@ struct Block {
     stream: u32,
     /// Block CRC from the block header.
     crc: u32,
+    /// Bit offset of the first block with the same bits: decoded-block
+    /// cache key, so repeats of one block share one cache entry.
+    key: u64,
 }
 
 /// A bzip2 file, read as its uncompressed contents.
@@ -250,6 +254,412 @@ fn decode(stream: &[u8], mut sink: impl FnMut(&[u8]) -> Result<(), String>) -> R
     }
 }
 
+/// A candidate block: the bits between one block magic and the next magic.
+struct Piece {
+    start: u64,
+    end: u64,
+    stream: u32,
+}
+
+/// The stream structure: candidate blocks, and each stream's end-of-stream
+/// bit offset.
+struct Layout {
+    pieces: Vec<Piece>,
+    eos: Vec<u64>,
+}
+
+/// Walks the stream structure (`BZh` headers, blocks, end-of-stream, byte
+/// padding, next stream) over the magics the scanner found.
+fn walk_streams(src: &dyn ByteSource, magics: &[Magic]) -> Result<Layout, SourceError> {
+    let name = src.name();
+    let total = src.len();
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut eos_bits: Vec<u64> = Vec::new();
+    let mut pos = 0u64; // byte offset of the next stream header
+    let mut mi = 0usize;
+    while pos < total {
+        let mut head = [0u8; 4];
+        let avail = (total - pos).min(4) as usize;
+        src.read_exact_at(pos, &mut head[..avail])?;
+        let is_header = avail == 4 && &head[..3] == b"BZh" && (b'1'..=b'9').contains(&head[3]);
+        if !is_header {
+            if eos_bits.is_empty() {
+                return Err(corrupt(
+                    name,
+                    "bzip2 stream 0 header",
+                    pos,
+                    "not a bzip2 header",
+                ));
+            }
+            check_zero_tail(src, pos, eos_bits.len())?;
+            break;
+        }
+        let stream_no = u32::try_from(eos_bits.len()).unwrap_or(u32::MAX);
+        let first_bit = (pos + 4) * 8;
+        while mi < magics.len() && magics[mi].bit < first_bit {
+            mi += 1;
+        }
+        if mi >= magics.len() || magics[mi].bit != first_bit {
+            return Err(corrupt(
+                name,
+                format!("bzip2 stream {stream_no}"),
+                pos + 4,
+                "no block or end-of-stream magic after the stream header (truncated or corrupt)",
+            ));
+        }
+        let eos = loop {
+            let Some(m) = magics.get(mi) else {
+                return Err(corrupt(
+                    name,
+                    format!("bzip2 stream {stream_no}"),
+                    total,
+                    "truncated: the file ends before the end-of-stream marker",
+                ));
+            };
+            if m.eos {
+                break m.bit;
+            }
+            let next = magics.get(mi + 1).map_or(total * 8, |n| n.bit);
+            pieces.push(Piece {
+                start: m.bit,
+                end: next,
+                stream: stream_no,
+            });
+            mi += 1;
+        };
+        if eos + 80 > total * 8 {
+            return Err(corrupt(
+                name,
+                format!("bzip2 stream {stream_no} end-of-stream marker"),
+                eos / 8,
+                "truncated: the stream CRC is missing",
+            ));
+        }
+        eos_bits.push(eos);
+        pos = (eos + 80).div_ceil(8);
+    }
+    if eos_bits.is_empty() {
+        return Err(corrupt(name, "bzip2 stream 0 header", 0, "empty file"));
+    }
+    Ok(Layout {
+        pieces,
+        eos: eos_bits,
+    })
+}
+
+/// Zero padding after the last of `streams` streams is tolerated; anything
+/// else there is an error.
+fn check_zero_tail(src: &dyn ByteSource, pos: u64, streams: usize) -> Result<(), SourceError> {
+    let total = src.len();
+    let mut rest = vec![0u8; (total - pos).min(1 << 20) as usize];
+    let mut at = pos;
+    while at < total {
+        let n = ((total - at) as usize).min(rest.len());
+        src.read_exact_at(at, &mut rest[..n])?;
+        if let Some(i) = rest[..n].iter().position(|&b| b != 0) {
+            return Err(corrupt(
+                src.name(),
+                format!("data after bzip2 stream {}", streams - 1),
+                at + i as u64,
+                "not a bzip2 stream header",
+            ));
+        }
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// What decoding a block's bits once taught us.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    crc: u32,
+    len: u64,
+    /// Bit offset of the first block with these bits (the cache key).
+    key: u64,
+}
+
+/// Compressed blocks decoded so far, by their re-aligned bits.
+///
+/// A decompression bomb is one small block (900 kB of RLE'd zeros, ~45 MB
+/// out, ~40 bytes in) repeated thousands of times; a disk image's runs of
+/// zeros give the same repeats. Identical bits with an identical CRC decode
+/// to identical bytes, so a repeat is accounted (its length added to the
+/// total, counted against the limit) without decoding it again. Only small
+/// blocks are remembered (that is where the ratio is extreme), in a bounded
+/// table.
+#[derive(Default)]
+struct Memo {
+    map: HashMap<Vec<u8>, Known>,
+    bytes: usize,
+}
+
+/// Synthetic streams at most this long are remembered.
+const MEMO_MAX_STREAM: usize = 64 << 10;
+/// Total bytes of remembered streams.
+const MEMO_BUDGET: usize = 4 << 20;
+
+impl Memo {
+    fn insert(&mut self, stream: &[u8], known: Known) {
+        if stream.len() <= MEMO_MAX_STREAM
+            && self.bytes + stream.len() <= MEMO_BUDGET
+            && !self.map.contains_key(stream)
+        {
+            self.bytes += stream.len();
+            self.map.insert(stream.to_vec(), known);
+        }
+    }
+}
+
+/// Counters of the decode pass.
+#[derive(Debug, Default, Clone, Copy)]
+struct Work {
+    blocks: u64,
+    bytes: u64,
+}
+
+/// Reads the CRC of the block at `start` and builds its synthetic stream.
+fn prepare(src: &dyn ByteSource, start: u64, end: u64) -> Result<(u32, Vec<u8>), String> {
+    let crc = get_bits(src, start + 48, 32).map_err(|e| e.to_string())?;
+    let s = synthetic_stream(src, start, end, crc).map_err(|e| e.to_string())?;
+    Ok((crc, s))
+}
+
+/// Decodes every piece (in parallel batches, repeats recognised through
+/// `memo`), merges false splits, and builds the block index. Stops with
+/// [`SourceError::LimitExceeded`] as soon as the output passes the limit.
+fn decode_pieces(
+    src: &dyn ByteSource,
+    pieces: &[Piece],
+    opts: &DecompressOptions,
+) -> Result<(Vec<Block>, Work), SourceError> {
+    let name = src.name();
+    let threads = rayon::current_num_threads().max(1);
+    let batch = 4 * threads;
+    let mut blocks: Vec<Block> = Vec::with_capacity(pieces.len());
+    let mut memo = Memo::default();
+    let mut work = Work::default();
+    let mut out = 0u64;
+    let mut i = 0usize;
+    while i < pieces.len() {
+        let bend = (i + batch).min(pieces.len());
+        let results = decode_batch(src, &pieces[i..bend], &mut memo, &mut work);
+        let mut j = i;
+        while j < bend {
+            let p = &pieces[j];
+            let (known, last) = match &results[j - i] {
+                Ok(k) => (*k, j),
+                Err(e) => merge_false_split(src, pieces, j, e, &mut work)?,
+            };
+            let end = pieces[last].end;
+            blocks.push(Block {
+                start: p.start,
+                end,
+                out,
+                len: known.len,
+                stream: p.stream,
+                crc: known.crc,
+                key: known.key,
+            });
+            out = out.saturating_add(known.len);
+            if let Some(limit) = opts.max_uncompressed
+                && out > limit
+            {
+                report_blocks(opts, src.len(), &blocks, work);
+                return Err(limit_error(name, "bzip2 stream", limit, out, end / 8));
+            }
+            j = last + 1;
+        }
+        i = j;
+        report_blocks(opts, src.len(), &blocks, work);
+    }
+    Ok((blocks, work))
+}
+
+/// Calls the progress callback with the state after `blocks`.
+fn report_blocks(opts: &DecompressOptions, total: u64, blocks: &[Block], work: Work) {
+    report(
+        opts,
+        Progress {
+            compressed_done: blocks.last().map_or(0, |b| b.end / 8),
+            compressed_total: total,
+            uncompressed: blocks.last().map_or(0, |b| b.out + b.len),
+            decoded: work.bytes,
+        },
+    );
+}
+
+/// Bytes `base..base + data.len()` of `inner` held in memory; reads outside
+/// go to `inner`.
+#[derive(Debug)]
+struct Span<'a> {
+    inner: &'a dyn ByteSource,
+    base: u64,
+    data: Vec<u8>,
+}
+
+/// Largest batch span read at once (a batch is 4 × threads pieces of at
+/// most ~2.3 MB each when valid).
+const MAX_SPAN: u64 = 32 << 20;
+
+impl<'a> Span<'a> {
+    /// Reads `from..to` (plus the few bytes a block's CRC read may need past
+    /// `to`), or `None` when the span is too large or the read fails (the
+    /// pieces then read on their own and report their own errors).
+    fn read(inner: &'a dyn ByteSource, from: u64, to: u64) -> Option<Self> {
+        let to = to.saturating_add(8).min(inner.len());
+        if to <= from || to - from > MAX_SPAN {
+            return None;
+        }
+        let mut data = vec![0u8; usize::try_from(to - from).ok()?];
+        inner.read_exact_at(from, &mut data).ok()?;
+        Some(Self {
+            inner,
+            base: from,
+            data,
+        })
+    }
+}
+
+impl ByteSource for Span<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let end = check_range(self.inner.name(), offset, buf.len(), self.inner.len())?;
+        let span_end = self.base + self.data.len() as u64;
+        if offset >= self.base && end <= span_end {
+            // Both fit in usize: inside `data`.
+            let at = (offset - self.base) as usize;
+            buf.copy_from_slice(&self.data[at..at + buf.len()]);
+            return Ok(());
+        }
+        self.inner.read_exact_at(offset, buf)
+    }
+}
+
+/// Decodes one batch of pieces: repeats of known blocks (and of each other)
+/// are answered from `memo`; the rest decode in parallel.
+fn decode_batch(
+    src: &dyn ByteSource,
+    batch: &[Piece],
+    memo: &mut Memo,
+    work: &mut Work,
+) -> Vec<Result<Known, String>> {
+    // The batch's pieces are contiguous: read their span once, in order,
+    // rather than two small reads per piece from two threads (a remote
+    // source sees one sequential read instead of a scattered pattern).
+    let span = match (batch.first(), batch.last()) {
+        (Some(a), Some(b)) => Span::read(src, a.start / 8, b.end.div_ceil(8)),
+        _ => None,
+    };
+    let view: &dyn ByteSource = match &span {
+        Some(v) => v,
+        None => src,
+    };
+    let prepared: Vec<Result<(u32, Vec<u8>), String>> = batch
+        .par_iter()
+        .map(|p| prepare(view, p.start, p.end))
+        .collect();
+    // First occurrence (in this batch) of every stream not yet known.
+    let mut firsts: HashMap<&[u8], usize> = HashMap::new();
+    let mut todo: Vec<usize> = Vec::new();
+    for (k, r) in prepared.iter().enumerate() {
+        if let Ok((_, s)) = r
+            && !memo.map.contains_key(s.as_slice())
+            && !firsts.contains_key(s.as_slice())
+        {
+            firsts.insert(s.as_slice(), k);
+            todo.push(k);
+        }
+    }
+    let decoded: Vec<(usize, Result<u64, String>)> = todo
+        .par_iter()
+        .map(|&k| {
+            let r = match &prepared[k] {
+                Ok((_, s)) => decode(s, |_| Ok(())),
+                Err(e) => Err(e.clone()),
+            };
+            (k, r)
+        })
+        .collect();
+    let mut fresh: HashMap<usize, Result<Known, String>> = HashMap::new();
+    for (k, r) in decoded {
+        let r = r.and_then(|len| match &prepared[k] {
+            Ok((crc, s)) => {
+                work.blocks += 1;
+                work.bytes = work.bytes.saturating_add(len);
+                let known = Known {
+                    crc: *crc,
+                    len,
+                    key: batch[k].start,
+                };
+                memo.insert(s, known);
+                Ok(known)
+            }
+            Err(e) => Err(e.clone()),
+        });
+        fresh.insert(k, r);
+    }
+    prepared
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let (_, s) = r.as_ref().map_err(Clone::clone)?;
+            if let Some(known) = memo.map.get(s.as_slice()) {
+                return Ok(*known);
+            }
+            let first = firsts.get(s.as_slice()).copied().unwrap_or(k);
+            fresh
+                .get(&first)
+                .cloned()
+                .unwrap_or_else(|| Err("block was not decoded".into()))
+        })
+        .collect()
+}
+
+/// A piece failed to decode: a magic inside compressed data may have split
+/// a block in two. Retries it merged with up to [`MAX_MERGE`] following
+/// pieces of the same stream; returns the block and the last piece used.
+fn merge_false_split(
+    src: &dyn ByteSource,
+    pieces: &[Piece],
+    j: usize,
+    err: &str,
+    work: &mut Work,
+) -> Result<(Known, usize), SourceError> {
+    let p = &pieces[j];
+    for m in 1..=MAX_MERGE {
+        let Some(q) = pieces.get(j + m) else { break };
+        if q.stream != p.stream {
+            break;
+        }
+        let Ok((crc, s)) = prepare(src, p.start, q.end) else {
+            continue;
+        };
+        if let Ok(len) = decode(&s, |_| Ok(())) {
+            work.blocks += 1;
+            work.bytes = work.bytes.saturating_add(len);
+            let known = Known {
+                crc,
+                len,
+                key: p.start,
+            };
+            return Ok((known, j + m));
+        }
+    }
+    Err(corrupt(
+        src.name(),
+        format!("bzip2 stream {} block", p.stream),
+        p.start / 8,
+        format!("bit offset {}: {err}", p.start),
+    ))
+}
+
 impl Bzip2Source {
     /// Opens `inner` (a bzip2 file): scans, decodes and verifies every block
     /// in parallel, and builds the block index.
@@ -259,177 +669,13 @@ impl Bzip2Source {
         let total = src.len();
         let max_entries = (opts.index_budget / ENTRY_BYTES).max(1024);
         let magics = scan(src, max_entries)?;
-
-        // Walk the stream structure into candidate pieces.
-        struct Piece {
-            start: u64,
-            end: u64,
-            stream: u32,
-        }
-        let mut pieces: Vec<Piece> = Vec::new();
-        // (stream, eos bit, index of its first piece, piece count)
-        let mut streams: Vec<(u64, usize, usize)> = Vec::new();
-        let mut pos = 0u64; // byte offset of the next stream header
-        let mut mi = 0usize;
-        loop {
-            if pos >= total {
-                break;
-            }
-            let mut head = [0u8; 4];
-            let avail = (total - pos).min(4) as usize;
-            src.read_exact_at(pos, &mut head[..avail])?;
-            let is_header = avail == 4 && &head[..3] == b"BZh" && (b'1'..=b'9').contains(&head[3]);
-            if !is_header {
-                if !streams.is_empty() {
-                    // Zero padding after the last stream is tolerated.
-                    let mut rest = vec![0u8; (total - pos).min(1 << 20) as usize];
-                    let mut at = pos;
-                    while at < total {
-                        let n = ((total - at) as usize).min(rest.len());
-                        src.read_exact_at(at, &mut rest[..n])?;
-                        if let Some(i) = rest[..n].iter().position(|&b| b != 0) {
-                            return Err(corrupt(
-                                &name,
-                                format!("data after bzip2 stream {}", streams.len() - 1),
-                                at + i as u64,
-                                "not a bzip2 stream header",
-                            ));
-                        }
-                        at += n as u64;
-                    }
-                    break;
-                }
-                return Err(corrupt(
-                    &name,
-                    "bzip2 stream 0 header",
-                    pos,
-                    "not a bzip2 header",
-                ));
-            }
-            let stream_no = u32::try_from(streams.len()).unwrap_or(u32::MAX);
-            let first_bit = (pos + 4) * 8;
-            while mi < magics.len() && magics[mi].bit < first_bit {
-                mi += 1;
-            }
-            if mi >= magics.len() || magics[mi].bit != first_bit {
-                return Err(corrupt(
-                    &name,
-                    format!("bzip2 stream {stream_no}"),
-                    pos + 4,
-                    "no block or end-of-stream magic after the stream header (truncated or corrupt)",
-                ));
-            }
-            let first_piece = pieces.len();
-            let eos = loop {
-                let Some(m) = magics.get(mi) else {
-                    return Err(corrupt(
-                        &name,
-                        format!("bzip2 stream {stream_no}"),
-                        total,
-                        "truncated: the file ends before the end-of-stream marker",
-                    ));
-                };
-                if m.eos {
-                    break m.bit;
-                }
-                let next = magics.get(mi + 1).map_or(total * 8, |n| n.bit);
-                pieces.push(Piece {
-                    start: m.bit,
-                    end: next,
-                    stream: stream_no,
-                });
-                mi += 1;
-            };
-            if eos + 80 > total * 8 {
-                return Err(corrupt(
-                    &name,
-                    format!("bzip2 stream {stream_no} end-of-stream marker"),
-                    eos / 8,
-                    "truncated: the stream CRC is missing",
-                ));
-            }
-            streams.push((eos, first_piece, pieces.len() - first_piece));
-            pos = (eos + 80).div_ceil(8);
-        }
-        if streams.is_empty() {
-            return Err(corrupt(&name, "bzip2 stream 0 header", 0, "empty file"));
-        }
-
-        // Decode pieces in parallel batches, merging false splits.
-        let threads = rayon::current_num_threads().max(1);
-        let batch = 4 * threads;
-        let mut blocks: Vec<Block> = Vec::with_capacity(pieces.len());
-        let mut out = 0u64;
-        let try_piece = |start: u64, end: u64| -> Result<(u32, u64), String> {
-            let crc = get_bits(src, start + 48, 32).map_err(|e| e.to_string())?;
-            let s = synthetic_stream(src, start, end, crc).map_err(|e| e.to_string())?;
-            let len = decode(&s, |_| Ok(()))?;
-            Ok((crc, len))
-        };
-        let mut i = 0usize;
-        while i < pieces.len() {
-            let bend = (i + batch).min(pieces.len());
-            let results: Vec<Result<(u32, u64), String>> = pieces[i..bend]
-                .par_iter()
-                .map(|p| try_piece(p.start, p.end))
-                .collect();
-            let mut j = i;
-            while j < bend {
-                let p = &pieces[j];
-                let (crc, len, last) = match &results[j - i] {
-                    Ok((crc, len)) => (*crc, *len, j),
-                    Err(e) => {
-                        let mut found = None;
-                        for m in 1..=MAX_MERGE {
-                            let Some(q) = pieces.get(j + m) else { break };
-                            if q.stream != p.stream {
-                                break;
-                            }
-                            if let Ok((crc, len)) = try_piece(p.start, q.end) {
-                                found = Some((crc, len, j + m));
-                                break;
-                            }
-                        }
-                        found.ok_or_else(|| {
-                            corrupt(
-                                &name,
-                                format!("bzip2 stream {} block", p.stream),
-                                p.start / 8,
-                                format!("bit offset {}: {e}", p.start),
-                            )
-                        })?
-                    }
-                };
-                let end = pieces[last].end;
-                blocks.push(Block {
-                    start: p.start,
-                    end,
-                    out,
-                    len,
-                    stream: p.stream,
-                    crc,
-                });
-                out = out.saturating_add(len);
-                if let Some(limit) = opts.max_uncompressed
-                    && out > limit
-                {
-                    return Err(limit_error(&name, "bzip2 stream", limit, out, end / 8));
-                }
-                j = last + 1;
-            }
-            i = j;
-            report(
-                opts,
-                Progress {
-                    compressed_done: blocks.last().map_or(0, |b| b.end / 8),
-                    compressed_total: total,
-                    uncompressed: out,
-                },
-            );
-        }
+        let layout = walk_streams(src, &magics)?;
+        drop(magics);
+        let (blocks, work) = decode_pieces(src, &layout.pieces, opts)?;
+        let out = blocks.last().map_or(0, |b| b.out + b.len);
 
         // Stream CRCs: combined = rotl1(combined) ^ block_crc.
-        for (s, &(eos, _, _)) in streams.iter().enumerate() {
+        for (s, &eos) in layout.eos.iter().enumerate() {
             let stored = get_bits(src, eos + 48, 32)?;
             let combined = blocks
                 .iter()
@@ -450,8 +696,9 @@ impl Bzip2Source {
             container: "bzip2",
             compressed_size: total,
             uncompressed_size: out,
-            members: streams.len() as u64,
+            members: layout.eos.len() as u64,
             blocks: blocks.len() as u64,
+            blocks_decoded: work.blocks,
             index_points: blocks.len(),
             index_bytes: blocks.len() * ENTRY_BYTES,
             spacing: 0,
@@ -478,15 +725,15 @@ impl Bzip2Source {
     }
 
     fn block_data(&self, i: usize) -> Result<Arc<[u8]>, SourceError> {
+        let b = self.blocks[i];
         if let Some(d) = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(i as u64)
+            .get(b.key)
         {
             return Ok(d);
         }
-        let b = self.blocks[i];
         let src = self.inner.as_ref();
         let s = synthetic_stream(src, b.start, b.end, b.crc)?;
         let len =
@@ -519,7 +766,7 @@ impl Bzip2Source {
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .put(i as u64, data.clone());
+            .put(b.key, data.clone());
         Ok(data)
     }
 }
@@ -639,5 +886,67 @@ mod tests {
         };
         let err = open(f, &opts).unwrap_err();
         assert!(matches!(err, SourceError::LimitExceeded { .. }), "{err}");
+    }
+
+    /// Progress callback that remembers the last report.
+    fn last_progress() -> (DecompressOptions, Arc<Mutex<Option<Progress>>>) {
+        let last = Arc::new(Mutex::new(None));
+        let l = last.clone();
+        let opts = DecompressOptions {
+            progress: Some(crate::ProgressFn::new(move |p| {
+                *l.lock().unwrap() = Some(p);
+            })),
+            ..Default::default()
+        };
+        (opts, last)
+    }
+
+    #[test]
+    fn repeated_blocks_decode_once() {
+        // Level 1: ~5.2 MB of zeros per block (100 kB after RLE), so 21 MB
+        // is four identical full blocks at four different bit alignments
+        // in one stream, and a shorter last one.
+        let zeros = vec![0u8; 21_000_000];
+        let f = bz(&zeros, 1);
+        let (opts, last) = last_progress();
+        let s = open(f, &opts).unwrap();
+        assert_eq!(s.len(), zeros.len() as u64);
+        assert_eq!(s.info().blocks, 5, "{:?}", s.info());
+        assert_eq!(s.info().blocks_decoded, 2, "{:?}", s.info());
+        let p = last.lock().unwrap().unwrap();
+        assert_eq!(p.uncompressed, zeros.len() as u64);
+        assert!(p.decoded < 11_000_000, "{p:?}");
+        let mut buf = vec![1u8; 3_000_000];
+        for off in [0u64, 5_000_000, 12_345_678, 18_000_000] {
+            s.read_exact_at(off, &mut buf).unwrap();
+            assert!(buf.iter().all(|&b| b == 0), "at {off}");
+            buf.fill(1);
+        }
+        // Different data between the repeats is still decoded and read.
+        let mut mixed = pattern(300_000, 7);
+        mixed.extend(vec![0u8; 11_000_000]);
+        mixed.extend(pattern(300_000, 8));
+        let s = open(bz(&mixed, 1), &DecompressOptions::default()).unwrap();
+        let mut all = vec![0u8; mixed.len()];
+        s.read_exact_at(0, &mut all).unwrap();
+        assert!(all == mixed);
+    }
+
+    #[test]
+    fn bomb_stops_at_limit_after_one_decoded_block() {
+        // 60 MB of zeros: ~12 identical blocks. The limit is passed by
+        // accounting repeats, with a single block decoded.
+        let f = bz(&vec![0u8; 60_000_000], 1);
+        let (mut opts, last) = last_progress();
+        opts.max_uncompressed = Some(30_000_000);
+        let err = open(f, &opts).unwrap_err();
+        assert!(
+            matches!(err, SourceError::LimitExceeded { uncompressed_so_far, .. }
+                if uncompressed_so_far > 30_000_000 && uncompressed_so_far < 36_000_000),
+            "{err}"
+        );
+        let p = last.lock().unwrap().unwrap();
+        assert!(p.uncompressed > 30_000_000, "{p:?}");
+        assert!(p.decoded > 0 && p.decoded < 6_000_000, "{p:?}");
     }
 }

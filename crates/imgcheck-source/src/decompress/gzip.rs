@@ -582,6 +582,7 @@ impl GzipSource {
                         compressed_done: dec.file_pos(),
                         compressed_total,
                         uncompressed: dec.out,
+                        decoded: dec.out,
                     },
                 );
             }
@@ -592,6 +593,7 @@ impl GzipSource {
                 compressed_done: compressed_total,
                 compressed_total,
                 uncompressed: dec.out,
+                decoded: dec.out,
             },
         );
         let index_bytes = points
@@ -604,6 +606,7 @@ impl GzipSource {
             uncompressed_size: dec.out,
             members: dec.member,
             blocks: 0,
+            blocks_decoded: 0,
             index_points: points.len(),
             index_bytes,
             spacing,

@@ -39,6 +39,10 @@ pub struct Progress {
     pub compressed_total: u64,
     /// Uncompressed bytes produced so far.
     pub uncompressed: u64,
+    /// Uncompressed bytes actually run through the decoder so far: less
+    /// than `uncompressed` when repeated bzip2 blocks were recognised and
+    /// accounted without decoding them again (always equal for gzip).
+    pub decoded: u64,
 }
 
 /// A progress callback (called every few MiB of input during the open pass).
@@ -99,6 +103,10 @@ pub struct StreamInfo {
     pub members: u64,
     /// bzip2 blocks (0 for gzip).
     pub blocks: u64,
+    /// bzip2 blocks run through the decoder at open: fewer than `blocks`
+    /// when blocks repeat bit for bit (runs of zeros, decompression bombs),
+    /// since a repeat is recognised and not decoded again (0 for gzip).
+    pub blocks_decoded: u64,
     /// Restart points in the index.
     pub index_points: usize,
     /// Bytes the index occupies in memory.
