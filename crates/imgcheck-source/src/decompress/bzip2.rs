@@ -126,12 +126,12 @@ fn scan(src: &dyn ByteSource, max: usize) -> Result<Vec<Magic>, SourceError> {
                 }
             }
             if count.fetch_add(found.len(), Ordering::Relaxed) + found.len() > max {
-                return Err(SourceError::TooLarge {
-                    name: src.name().to_owned(),
-                    offset: start,
-                    len: (count.load(Ordering::Relaxed) * ENTRY_BYTES) as u64,
-                    limit: (max * ENTRY_BYTES) as u64,
-                });
+                return Err(SourceError::too_large(
+                    src.name(),
+                    start,
+                    (count.load(Ordering::Relaxed) * ENTRY_BYTES) as u64,
+                    (max * ENTRY_BYTES) as u64,
+                ));
             }
             Ok(found)
         })
@@ -250,6 +250,228 @@ fn decode(stream: &[u8], mut sink: impl FnMut(&[u8]) -> Result<(), String>) -> R
     }
 }
 
+/// A run of bits between two block magics: a block, or part of one when
+/// the magic was a false match inside compressed data.
+struct Piece {
+    start: u64,
+    end: u64,
+    stream: u32,
+}
+
+/// The stream structure: candidate pieces, and per stream (end-of-stream
+/// bit, index of its first piece, piece count).
+type Walk = (Vec<Piece>, Vec<(u64, usize, usize)>);
+
+/// Walks the stream headers and the block magics found by [`scan`] into
+/// candidate pieces.
+fn walk_streams(src: &dyn ByteSource, name: &str, magics: &[Magic]) -> Result<Walk, SourceError> {
+    let name = name.to_owned();
+    let total = src.len();
+    let mut pieces: Vec<Piece> = Vec::new();
+    // (stream, eos bit, index of its first piece, piece count)
+    let mut streams: Vec<(u64, usize, usize)> = Vec::new();
+    let mut pos = 0u64; // byte offset of the next stream header
+    let mut mi = 0usize;
+    loop {
+        if pos >= total {
+            break;
+        }
+        let mut head = [0u8; 4];
+        let avail = (total - pos).min(4) as usize;
+        src.read_exact_at(pos, &mut head[..avail])?;
+        let is_header = avail == 4 && &head[..3] == b"BZh" && (b'1'..=b'9').contains(&head[3]);
+        if !is_header {
+            if !streams.is_empty() {
+                // Zero padding after the last stream is tolerated.
+                let mut rest = vec![0u8; (total - pos).min(1 << 20) as usize];
+                let mut at = pos;
+                while at < total {
+                    let n = ((total - at) as usize).min(rest.len());
+                    src.read_exact_at(at, &mut rest[..n])?;
+                    if let Some(i) = rest[..n].iter().position(|&b| b != 0) {
+                        return Err(corrupt(
+                            &name,
+                            format!("data after bzip2 stream {}", streams.len() - 1),
+                            at + i as u64,
+                            "not a bzip2 stream header",
+                        ));
+                    }
+                    at += n as u64;
+                }
+                break;
+            }
+            return Err(corrupt(
+                &name,
+                "bzip2 stream 0 header",
+                pos,
+                "not a bzip2 header",
+            ));
+        }
+        let stream_no = u32::try_from(streams.len()).unwrap_or(u32::MAX);
+        let first_bit = (pos + 4) * 8;
+        while mi < magics.len() && magics[mi].bit < first_bit {
+            mi += 1;
+        }
+        if mi >= magics.len() || magics[mi].bit != first_bit {
+            return Err(corrupt(
+                &name,
+                format!("bzip2 stream {stream_no}"),
+                pos + 4,
+                "no block or end-of-stream magic after the stream header (truncated or corrupt)",
+            ));
+        }
+        let first_piece = pieces.len();
+        let eos = loop {
+            let Some(m) = magics.get(mi) else {
+                return Err(corrupt(
+                    &name,
+                    format!("bzip2 stream {stream_no}"),
+                    total,
+                    "truncated: the file ends before the end-of-stream marker",
+                ));
+            };
+            if m.eos {
+                break m.bit;
+            }
+            let next = magics.get(mi + 1).map_or(total * 8, |n| n.bit);
+            pieces.push(Piece {
+                start: m.bit,
+                end: next,
+                stream: stream_no,
+            });
+            mi += 1;
+        };
+        if eos + 80 > total * 8 {
+            return Err(corrupt(
+                &name,
+                format!("bzip2 stream {stream_no} end-of-stream marker"),
+                eos / 8,
+                "truncated: the stream CRC is missing",
+            ));
+        }
+        streams.push((eos, first_piece, pieces.len() - first_piece));
+        pos = (eos + 80).div_ceil(8);
+    }
+    if streams.is_empty() {
+        return Err(corrupt(&name, "bzip2 stream 0 header", 0, "empty file"));
+    }
+
+    Ok((pieces, streams))
+}
+
+/// Decodes the pieces in parallel batches (verifying each block's CRC),
+/// merging pieces split at a false magic, and stops at
+/// `opts.max_uncompressed`. Returns the blocks and the uncompressed size.
+fn decode_pieces(
+    src: &dyn ByteSource,
+    name: &str,
+    pieces: &[Piece],
+    opts: &DecompressOptions,
+) -> Result<(Vec<Block>, u64), SourceError> {
+    let name = name.to_owned();
+    let total = src.len();
+    let threads = rayon::current_num_threads().max(1);
+    let batch = 4 * threads;
+    let mut blocks: Vec<Block> = Vec::with_capacity(pieces.len());
+    let mut out = 0u64;
+    let try_piece = |start: u64, end: u64| -> Result<(u32, u64), String> {
+        let crc = get_bits(src, start + 48, 32).map_err(|e| e.to_string())?;
+        let s = synthetic_stream(src, start, end, crc).map_err(|e| e.to_string())?;
+        let len = decode(&s, |_| Ok(()))?;
+        Ok((crc, len))
+    };
+    let mut i = 0usize;
+    while i < pieces.len() {
+        let bend = (i + batch).min(pieces.len());
+        let results: Vec<Result<(u32, u64), String>> = pieces[i..bend]
+            .par_iter()
+            .map(|p| try_piece(p.start, p.end))
+            .collect();
+        let mut j = i;
+        while j < bend {
+            let p = &pieces[j];
+            let (crc, len, last) = match &results[j - i] {
+                Ok((crc, len)) => (*crc, *len, j),
+                Err(e) => {
+                    let mut found = None;
+                    for m in 1..=MAX_MERGE {
+                        let Some(q) = pieces.get(j + m) else { break };
+                        if q.stream != p.stream {
+                            break;
+                        }
+                        if let Ok((crc, len)) = try_piece(p.start, q.end) {
+                            found = Some((crc, len, j + m));
+                            break;
+                        }
+                    }
+                    found.ok_or_else(|| {
+                        corrupt(
+                            &name,
+                            format!("bzip2 stream {} block", p.stream),
+                            p.start / 8,
+                            format!("bit offset {}: {e}", p.start),
+                        )
+                    })?
+                }
+            };
+            let end = pieces[last].end;
+            blocks.push(Block {
+                start: p.start,
+                end,
+                out,
+                len,
+                stream: p.stream,
+                crc,
+            });
+            out = out.saturating_add(len);
+            if let Some(limit) = opts.max_uncompressed
+                && out > limit
+            {
+                return Err(limit_error(&name, "bzip2 stream", limit, out, end / 8));
+            }
+            j = last + 1;
+        }
+        i = j;
+        report(
+            opts,
+            Progress {
+                compressed_done: blocks.last().map_or(0, |b| b.end / 8),
+                compressed_total: total,
+                uncompressed: out,
+            },
+        );
+    }
+
+    Ok((blocks, out))
+}
+
+/// Checks each stream's CRC: combined = rotl1(combined) ^ block_crc.
+fn check_stream_crcs(
+    src: &dyn ByteSource,
+    name: &str,
+    streams: &[(u64, usize, usize)],
+    blocks: &[Block],
+) -> Result<(), SourceError> {
+    for (s, &(eos, _, _)) in streams.iter().enumerate() {
+        let stored = get_bits(src, eos + 48, 32)?;
+        let combined = blocks
+            .iter()
+            .filter(|b| b.stream as usize == s)
+            .fold(0u32, |c, b| c.rotate_left(1) ^ b.crc);
+        if stored != combined {
+            return Err(corrupt(
+                name,
+                format!("bzip2 stream {s} end-of-stream marker"),
+                eos / 8,
+                format!(
+                    "stream CRC mismatch: stored {stored:08x}, blocks combine to {combined:08x}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Bzip2Source {
     /// Opens `inner` (a bzip2 file): scans, decodes and verifies every block
     /// in parallel, and builds the block index.
@@ -259,193 +481,9 @@ impl Bzip2Source {
         let total = src.len();
         let max_entries = (opts.index_budget / ENTRY_BYTES).max(1024);
         let magics = scan(src, max_entries)?;
-
-        // Walk the stream structure into candidate pieces.
-        struct Piece {
-            start: u64,
-            end: u64,
-            stream: u32,
-        }
-        let mut pieces: Vec<Piece> = Vec::new();
-        // (stream, eos bit, index of its first piece, piece count)
-        let mut streams: Vec<(u64, usize, usize)> = Vec::new();
-        let mut pos = 0u64; // byte offset of the next stream header
-        let mut mi = 0usize;
-        loop {
-            if pos >= total {
-                break;
-            }
-            let mut head = [0u8; 4];
-            let avail = (total - pos).min(4) as usize;
-            src.read_exact_at(pos, &mut head[..avail])?;
-            let is_header = avail == 4 && &head[..3] == b"BZh" && (b'1'..=b'9').contains(&head[3]);
-            if !is_header {
-                if !streams.is_empty() {
-                    // Zero padding after the last stream is tolerated.
-                    let mut rest = vec![0u8; (total - pos).min(1 << 20) as usize];
-                    let mut at = pos;
-                    while at < total {
-                        let n = ((total - at) as usize).min(rest.len());
-                        src.read_exact_at(at, &mut rest[..n])?;
-                        if let Some(i) = rest[..n].iter().position(|&b| b != 0) {
-                            return Err(corrupt(
-                                &name,
-                                format!("data after bzip2 stream {}", streams.len() - 1),
-                                at + i as u64,
-                                "not a bzip2 stream header",
-                            ));
-                        }
-                        at += n as u64;
-                    }
-                    break;
-                }
-                return Err(corrupt(
-                    &name,
-                    "bzip2 stream 0 header",
-                    pos,
-                    "not a bzip2 header",
-                ));
-            }
-            let stream_no = u32::try_from(streams.len()).unwrap_or(u32::MAX);
-            let first_bit = (pos + 4) * 8;
-            while mi < magics.len() && magics[mi].bit < first_bit {
-                mi += 1;
-            }
-            if mi >= magics.len() || magics[mi].bit != first_bit {
-                return Err(corrupt(
-                    &name,
-                    format!("bzip2 stream {stream_no}"),
-                    pos + 4,
-                    "no block or end-of-stream magic after the stream header (truncated or corrupt)",
-                ));
-            }
-            let first_piece = pieces.len();
-            let eos = loop {
-                let Some(m) = magics.get(mi) else {
-                    return Err(corrupt(
-                        &name,
-                        format!("bzip2 stream {stream_no}"),
-                        total,
-                        "truncated: the file ends before the end-of-stream marker",
-                    ));
-                };
-                if m.eos {
-                    break m.bit;
-                }
-                let next = magics.get(mi + 1).map_or(total * 8, |n| n.bit);
-                pieces.push(Piece {
-                    start: m.bit,
-                    end: next,
-                    stream: stream_no,
-                });
-                mi += 1;
-            };
-            if eos + 80 > total * 8 {
-                return Err(corrupt(
-                    &name,
-                    format!("bzip2 stream {stream_no} end-of-stream marker"),
-                    eos / 8,
-                    "truncated: the stream CRC is missing",
-                ));
-            }
-            streams.push((eos, first_piece, pieces.len() - first_piece));
-            pos = (eos + 80).div_ceil(8);
-        }
-        if streams.is_empty() {
-            return Err(corrupt(&name, "bzip2 stream 0 header", 0, "empty file"));
-        }
-
-        // Decode pieces in parallel batches, merging false splits.
-        let threads = rayon::current_num_threads().max(1);
-        let batch = 4 * threads;
-        let mut blocks: Vec<Block> = Vec::with_capacity(pieces.len());
-        let mut out = 0u64;
-        let try_piece = |start: u64, end: u64| -> Result<(u32, u64), String> {
-            let crc = get_bits(src, start + 48, 32).map_err(|e| e.to_string())?;
-            let s = synthetic_stream(src, start, end, crc).map_err(|e| e.to_string())?;
-            let len = decode(&s, |_| Ok(()))?;
-            Ok((crc, len))
-        };
-        let mut i = 0usize;
-        while i < pieces.len() {
-            let bend = (i + batch).min(pieces.len());
-            let results: Vec<Result<(u32, u64), String>> = pieces[i..bend]
-                .par_iter()
-                .map(|p| try_piece(p.start, p.end))
-                .collect();
-            let mut j = i;
-            while j < bend {
-                let p = &pieces[j];
-                let (crc, len, last) = match &results[j - i] {
-                    Ok((crc, len)) => (*crc, *len, j),
-                    Err(e) => {
-                        let mut found = None;
-                        for m in 1..=MAX_MERGE {
-                            let Some(q) = pieces.get(j + m) else { break };
-                            if q.stream != p.stream {
-                                break;
-                            }
-                            if let Ok((crc, len)) = try_piece(p.start, q.end) {
-                                found = Some((crc, len, j + m));
-                                break;
-                            }
-                        }
-                        found.ok_or_else(|| {
-                            corrupt(
-                                &name,
-                                format!("bzip2 stream {} block", p.stream),
-                                p.start / 8,
-                                format!("bit offset {}: {e}", p.start),
-                            )
-                        })?
-                    }
-                };
-                let end = pieces[last].end;
-                blocks.push(Block {
-                    start: p.start,
-                    end,
-                    out,
-                    len,
-                    stream: p.stream,
-                    crc,
-                });
-                out = out.saturating_add(len);
-                if let Some(limit) = opts.max_uncompressed
-                    && out > limit
-                {
-                    return Err(limit_error(&name, "bzip2 stream", limit, out, end / 8));
-                }
-                j = last + 1;
-            }
-            i = j;
-            report(
-                opts,
-                Progress {
-                    compressed_done: blocks.last().map_or(0, |b| b.end / 8),
-                    compressed_total: total,
-                    uncompressed: out,
-                },
-            );
-        }
-
-        // Stream CRCs: combined = rotl1(combined) ^ block_crc.
-        for (s, &(eos, _, _)) in streams.iter().enumerate() {
-            let stored = get_bits(src, eos + 48, 32)?;
-            let combined = blocks
-                .iter()
-                .filter(|b| b.stream as usize == s)
-                .fold(0u32, |c, b| c.rotate_left(1) ^ b.crc);
-            if stored != combined {
-                return Err(corrupt(
-                    &name,
-                    format!("bzip2 stream {s} end-of-stream marker"),
-                    eos / 8,
-                    format!(
-                        "stream CRC mismatch: stored {stored:08x}, blocks combine to {combined:08x}"
-                    ),
-                ));
-            }
-        }
+        let (pieces, streams) = walk_streams(src, &name, &magics)?;
+        let (blocks, out) = decode_pieces(src, &name, &pieces, opts)?;
+        check_stream_crcs(src, &name, &streams, &blocks)?;
         let info = StreamInfo {
             container: "bzip2",
             compressed_size: total,
@@ -489,8 +527,8 @@ impl Bzip2Source {
         let b = self.blocks[i];
         let src = self.inner.as_ref();
         let s = synthetic_stream(src, b.start, b.end, b.crc)?;
-        let len =
-            usize::try_from(b.len).map_err(|_| SourceError::Other("block too large".into()))?;
+        let len = usize::try_from(b.len)
+            .map_err(|_| SourceError::too_large(&self.name, b.start, b.len, usize::MAX as u64))?;
         let mut data = Vec::with_capacity(len);
         decode(&s, |piece| {
             if data.len() + piece.len() > len {
@@ -540,7 +578,11 @@ impl ByteSource for Bzip2Source {
             let pos = offset + done as u64;
             let i = self.blocks.partition_point(|b| b.out + b.len <= pos);
             let b = self.blocks.get(i).copied().ok_or_else(|| {
-                SourceError::Other(format!("{}: no block holds offset {pos}", self.name))
+                SourceError::new(
+                    crate::ErrorKind::Io,
+                    &self.name,
+                    format!("no block holds offset {pos} (internal error)"),
+                )
             })?;
             let data = self.block_data(i)?;
             let within = (pos - b.out) as usize;
@@ -638,6 +680,9 @@ mod tests {
             ..Default::default()
         };
         let err = open(f, &opts).unwrap_err();
-        assert!(matches!(err, SourceError::LimitExceeded { .. }), "{err}");
+        assert!(
+            matches!(err.kind, crate::ErrorKind::LimitExceeded(_)),
+            "{err}"
+        );
     }
 }
