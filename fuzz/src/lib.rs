@@ -10,7 +10,13 @@ use imgcheck_source::{ByteSource, MemSource};
 /// Opens `data` as `format` and reads a spread of guest offsets.
 pub fn exercise(format: Option<Format>, data: &[u8]) {
     let src: Arc<dyn ByteSource> = Arc::new(MemSource::new("fuzz", data.to_vec()));
-    let opts = OpenOptions { format, ..Default::default() };
+    // A gzip/bzip2 input is unwrapped by the opener: cap what it may
+    // decode, as the check does, so a tiny bomb is not a fuzzer OOM.
+    let opts = OpenOptions {
+        format,
+        max_uncompressed: Some(64 << 20),
+        ..Default::default()
+    };
     let Ok(disk) = open(src, &opts) else { return };
     let size = disk.virtual_size();
     if size == 0 {
