@@ -244,36 +244,7 @@ fn geometry(ctx: &OpenContext<'_>, x: &Fields1) -> Result<Geometry, DiskError> {
             Some("merge it into its parent with VirtualBox (VBoxManage clonemedium) first"),
         ));
     }
-    if x.sector_size != 512 {
-        return Err(bad(
-            0x168,
-            format!("sector size is {}, not 512", x.sector_size),
-        ));
-    }
-    let (block_size, block_extra) = (x.block_size, x.block_extra);
-    if !block_size.is_power_of_two() || !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
-        return Err(bad(
-            0x178,
-            format!(
-                "block size {block_size} is not a power of two between {MIN_BLOCK} and {MAX_BLOCK}"
-            ),
-        ));
-    }
-    if block_extra % 512 != 0 || block_extra > MAX_BLOCK {
-        return Err(bad(
-            0x17C,
-            format!("block_extra {block_extra} is not a multiple of 512 up to {MAX_BLOCK}"),
-        ));
-    }
-    let (offset_bmap, offset_data) = (x.offset_bmap, x.offset_data);
-    if offset_bmap % 512 != 0 || offset_data % 512 != 0 {
-        return Err(bad(
-            0x154,
-            format!(
-                "block map offset {offset_bmap} or data offset {offset_data} is not sector aligned"
-            ),
-        ));
-    }
+    check_sizes(name, x)?;
     // qemu rounds a disk size that is not whole sectors up.
     let virtual_size = x
         .disk_size
@@ -290,6 +261,8 @@ fn geometry(ctx: &OpenContext<'_>, x: &Fields1) -> Result<Geometry, DiskError> {
             ctx.limits.max_virtual_size,
         ));
     }
+    let (block_size, block_extra, offset_bmap, offset_data) =
+        (x.block_size, x.block_extra, x.offset_bmap, x.offset_data);
     let blocks = x.blocks;
     let capacity = blocks
         .checked_mul(block_size)
@@ -344,6 +317,43 @@ fn geometry(ctx: &OpenContext<'_>, x: &Fields1) -> Result<Geometry, DiskError> {
         type_name,
         fixed: x.image_type == TYPE_FIXED,
     })
+}
+
+/// Sector size, block size and extra, and the alignment of the block map
+/// and data offsets.
+fn check_sizes(name: &str, x: &Fields1) -> Result<(), DiskError> {
+    let bad = |off: u64, why: String| corrupt(name, STRUCT_HEADER, off, why);
+    if x.sector_size != 512 {
+        return Err(bad(
+            0x168,
+            format!("sector size is {}, not 512", x.sector_size),
+        ));
+    }
+    let (block_size, block_extra) = (x.block_size, x.block_extra);
+    if !block_size.is_power_of_two() || !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+        return Err(bad(
+            0x178,
+            format!(
+                "block size {block_size} is not a power of two between {MIN_BLOCK} and {MAX_BLOCK}"
+            ),
+        ));
+    }
+    if block_extra % 512 != 0 || block_extra > MAX_BLOCK {
+        return Err(bad(
+            0x17C,
+            format!("block_extra {block_extra} is not a multiple of 512 up to {MAX_BLOCK}"),
+        ));
+    }
+    let (offset_bmap, offset_data) = (x.offset_bmap, x.offset_data);
+    if offset_bmap % 512 != 0 || offset_data % 512 != 0 {
+        return Err(bad(
+            0x154,
+            format!(
+                "block map offset {offset_bmap} or data offset {offset_data} is not sector aligned"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks every allocated block-map entry once, so `map` can trust them:

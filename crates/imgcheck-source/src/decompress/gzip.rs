@@ -222,6 +222,28 @@ impl Decoder {
         )
     }
 
+    /// Zero padding after the last member (tape/dd blocking) is what gzip
+    /// itself accepts; anything else after a member is not. Reads to the
+    /// end of the file.
+    fn skip_padding(&mut self, src: &dyn ByteSource) -> Result<(), SourceError> {
+        loop {
+            let chunk = &self.inbuf[self.in_pos..self.in_end];
+            if let Some(i) = chunk.iter().position(|&b| b != 0) {
+                return Err(corrupt(
+                    src.name(),
+                    format!("data after gzip member {}", self.member - 1),
+                    self.file_pos() + i as u64,
+                    "non-zero bytes after zero padding: not a gzip member",
+                ));
+            }
+            self.in_pos = self.in_end;
+            if !self.need(src, 1)? {
+                self.state = State::Done;
+                return Ok(());
+            }
+        }
+    }
+
     /// Parses a member header at the current position, or finds the end of
     /// the file (EOF or zero padding).
     fn header(&mut self, src: &dyn ByteSource) -> Result<bool, SourceError> {
@@ -232,24 +254,8 @@ impl Decoder {
             return Ok(false);
         }
         if self.inbuf[self.in_pos] == 0 && self.member > 0 {
-            // Zero padding after the last member (tape/dd blocking) is what
-            // gzip itself accepts; anything else after a member is not.
-            loop {
-                let chunk = &self.inbuf[self.in_pos..self.in_end];
-                if let Some(i) = chunk.iter().position(|&b| b != 0) {
-                    return Err(corrupt(
-                        name,
-                        format!("data after gzip member {}", self.member - 1),
-                        self.file_pos() + i as u64,
-                        "non-zero bytes after zero padding: not a gzip member",
-                    ));
-                }
-                self.in_pos = self.in_end;
-                if !self.need(src, 1)? {
-                    self.state = State::Done;
-                    return Ok(false);
-                }
-            }
+            self.skip_padding(src)?;
+            return Ok(false);
         }
         self.member_start = at;
         let label = format!("gzip member {} header", self.member);

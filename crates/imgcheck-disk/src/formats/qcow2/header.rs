@@ -539,6 +539,20 @@ fn check_tables(
         ));
     }
     check_table(name, file_len, cs, 40, "L1 table", x.l1_offset, l1_bytes)?;
+    let metadata = claim_metadata(name, x, refcount_bytes, l1_bytes)?;
+    Ok((size, metadata))
+}
+
+/// The header cluster and the tables the header places, none on another
+/// (qemu's QCOW2_OL_MAIN_HEADER, _ACTIVE_L1, _REFCOUNT_TABLE,
+/// _SNAPSHOT_TABLE).
+fn claim_metadata(
+    name: &str,
+    x: &Fixed,
+    refcount_bytes: u64,
+    l1_bytes: u64,
+) -> Result<Regions, DiskError> {
+    let cs = 1u64 << x.cluster_bits;
     let mut metadata = Regions::new();
     metadata.claim(name, STRUCT_HEADER, 0, cs)?;
     metadata.claim(
@@ -553,7 +567,7 @@ fn check_tables(
         // cluster (tables are allocated in whole clusters).
         metadata.claim(name, "qcow2 snapshot table", x.snapshots_offset, cs)?;
     }
-    Ok((size, metadata))
+    Ok(metadata)
 }
 
 /// The backing file name, if the header names one (reported, never

@@ -316,6 +316,30 @@ pub(super) fn replay(
         ));
     }
     let log = read_vec(file.as_ref(), at, len, limits.max_table_bytes)?;
+    let (entries, first_error) = scan(&log, h, &name, at)?;
+    let Some(chain) = best_sequence(&entries, len) else {
+        return Err(corrupt(
+            &name,
+            S_LOG,
+            at,
+            format!(
+                "the header says the log must be replayed, but it holds no valid entry sequence ({}); refusing to read possibly stale data",
+                first_error.unwrap_or_else(|| "no entry with this file's log GUID".into())
+            ),
+        ));
+    };
+    apply(file, entries, &chain, &name, at)
+}
+
+/// Every valid entry of the log by log offset, and the first reason an
+/// entry-looking sector was not valid.
+fn scan(
+    log: &[u8],
+    h: &Header,
+    name: &str,
+    at: u64,
+) -> Result<(HashMap<u64, Entry>, Option<String>), DiskError> {
+    let len = log.len() as u64;
     let mut entries: HashMap<u64, Entry> = HashMap::new();
     let mut first_error = None;
     // Checking an entry costs its length (copy and CRC). A hostile log can
@@ -330,7 +354,7 @@ pub(super) fn replay(
             off += SECTOR;
             continue;
         }
-        match parse_entry(&log, off, &h.log_guid, &mut budget) {
+        match parse_entry(log, off, &h.log_guid, &mut budget) {
             Ok(e) => {
                 let next = off + e.length;
                 entries.insert(off, e);
@@ -338,7 +362,7 @@ pub(super) fn replay(
             }
             Err(why) if why == OVER_BUDGET => {
                 return Err(corrupt(
-                    &name,
+                    name,
                     S_LOG,
                     at + off,
                     "the log needs replay, but too many damaged entries claim large sizes to check them all; refusing to read possibly stale data",
@@ -350,6 +374,12 @@ pub(super) fn replay(
             }
         }
     }
+    Ok((entries, first_error))
+}
+
+/// The chain of entry offsets to replay: the valid sequence with the
+/// highest sequence number, or `None`.
+fn best_sequence(entries: &HashMap<u64, Entry>, len: u64) -> Option<Vec<u64>> {
     // Runs: entries that follow each other in the log with sequence
     // numbers increasing by one. A sequence from tail T to head H is valid
     // exactly when T is in H's run at or before H, so one pass over the
@@ -387,17 +417,17 @@ pub(super) fn replay(
             }
         }
     }
-    let Some((_, chain)) = best else {
-        return Err(corrupt(
-            &name,
-            S_LOG,
-            at,
-            format!(
-                "the header says the log must be replayed, but it holds no valid entry sequence ({}); refusing to read possibly stale data",
-                first_error.unwrap_or_else(|| "no entry with this file's log GUID".into())
-            ),
-        ));
-    };
+    best.map(|(_, chain)| chain)
+}
+
+/// Applies the entries of `chain`, in order, as an overlay over `file`.
+fn apply(
+    file: Arc<dyn ByteSource>,
+    mut entries: HashMap<u64, Entry>,
+    chain: &[u64],
+    name: &str,
+    at: u64,
+) -> Result<Arc<dyn ByteSource>, DiskError> {
     let base_len = file.len();
     let mut r = Replayed {
         base: file,
@@ -405,13 +435,13 @@ pub(super) fn replay(
         len: base_len,
     };
     let mut last_file_offset = 0;
-    for off in &chain {
+    for off in chain {
         let Some(e) = entries.remove(off) else {
             continue;
         };
         if e.flushed_file_offset > base_len {
             return Err(corrupt(
-                &name,
+                name,
                 S_LOG,
                 at + off,
                 format!(

@@ -113,34 +113,12 @@ impl RawHeader {
         })
     }
 
-    /// Validates the fields against the format rules, qemu's limits,
-    /// `limits` and the file length, and derives the table geometry.
-    /// Nothing has been allocated from header values when this fails.
-    pub fn validate(
-        &self,
-        file: &str,
-        offset: u64,
-        file_len: u64,
-        limits: &Limits,
-    ) -> Result<Header, DiskError> {
+    /// The grain size in bytes and whether grains are compressed, checked
+    /// against the format, qemu's cap and (for a compressed grain, decoded
+    /// whole) `limits`.
+    fn grain(&self, file: &str, offset: u64, limits: &Limits) -> Result<(u64, bool), DiskError> {
         const S: &str = "VMDK sparse header";
         let bad = |why: String| corrupt(file, S, offset, why);
-        match self.version {
-            1..=3 => {}
-            0 => return Err(bad("version 0 is not a VMDK version".into())),
-            v => {
-                return Err(unsupported(
-                    file,
-                    format!("VMDK sparse extent version {v}"),
-                    Some("qemu reads versions 1 to 3 only; re-export the disk from VMware"),
-                ));
-            }
-        }
-        if self.flags & FLAG_NL_DETECT != 0 && &self.check_bytes != CHECK_BYTES {
-            return Err(bad(
-                "newline check bytes are damaged (was the file copied in text mode?)".into(),
-            ));
-        }
         let compressed = match self.compress_algorithm {
             0 => false,
             1 => true,
@@ -178,6 +156,38 @@ impl RawHeader {
                 limits.max_table_bytes,
             ));
         }
+        Ok((grain, compressed))
+    }
+
+    /// Validates the fields against the format rules, qemu's limits,
+    /// `limits` and the file length, and derives the table geometry.
+    /// Nothing has been allocated from header values when this fails.
+    pub fn validate(
+        &self,
+        file: &str,
+        offset: u64,
+        file_len: u64,
+        limits: &Limits,
+    ) -> Result<Header, DiskError> {
+        const S: &str = "VMDK sparse header";
+        let bad = |why: String| corrupt(file, S, offset, why);
+        match self.version {
+            1..=3 => {}
+            0 => return Err(bad("version 0 is not a VMDK version".into())),
+            v => {
+                return Err(unsupported(
+                    file,
+                    format!("VMDK sparse extent version {v}"),
+                    Some("qemu reads versions 1 to 3 only; re-export the disk from VMware"),
+                ));
+            }
+        }
+        if self.flags & FLAG_NL_DETECT != 0 && &self.check_bytes != CHECK_BYTES {
+            return Err(bad(
+                "newline check bytes are damaged (was the file copied in text mode?)".into(),
+            ));
+        }
+        let (grain, compressed) = self.grain(file, offset, limits)?;
         let n = self.gtes_per_gt;
         if n == 0 {
             return Err(bad("numGTEsPerGT is 0".into()));
@@ -209,8 +219,8 @@ impl RawHeader {
         if capacity == 0 {
             return Err(bad("capacity is 0".into()));
         }
-        // g <= 2^21 and n <= 2^9, so this cannot overflow.
-        let gt_span = g * u64::from(n) * SECTOR;
+        // grain <= 2^30 and n <= 2^9, so this cannot overflow.
+        let gt_span = grain * u64::from(n);
         let gd_entries = capacity.div_ceil(gt_span);
         let gd_bytes = gd_entries.saturating_mul(4);
         if gd_bytes > limits.max_table_bytes {

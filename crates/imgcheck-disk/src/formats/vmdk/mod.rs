@@ -211,15 +211,16 @@ fn fill_common(
     }
 }
 
-/// A text descriptor (a file of its own, or the only content of a KDMV file
-/// with capacity 0) listing extent files.
-fn open_descriptor(
+/// Everything in a descriptor that can be refused, refused before any
+/// file is opened: no or an unread createType, no extents, NOACCESS or
+/// VMFS-special extents, names outside the image's folder. Returns the
+/// createType.
+fn refuse_before_opening(
     ctx: &OpenContext<'_>,
-    text: &[u8],
     at: u64,
-) -> Result<Arc<dyn DiskImage>, DiskError> {
+    d: &descriptor::Descriptor,
+) -> Result<String, DiskError> {
     let file = ctx.name();
-    let d = descriptor::parse(file, at, text, ctx.limits.max_extents, Extents::Read)?;
     let create_type = d
         .create_type
         .clone()
@@ -273,6 +274,113 @@ fn open_descriptor(
             });
         }
     }
+    Ok(create_type)
+}
+
+/// Opens extent line `e` as a KDMV sparse extent (host file `idx`) placed
+/// at guest byte `start`, and checks its capacity against the line.
+fn open_sparse(
+    ctx: &OpenContext<'_>,
+    ext_src: &Arc<dyn ByteSource>,
+    idx: usize,
+    start: u64,
+    e: &descriptor::ExtentLine,
+    shared: &Arc<Shared>,
+) -> Result<Box<SparseExtent>, DiskError> {
+    let file = ctx.name();
+    let ext = match sparse::open(
+        ext_src.clone(),
+        idx,
+        start / SECTOR,
+        ctx.limits,
+        false,
+        shared,
+    )? {
+        Opened::Sparse(ext, _) => ext,
+        Opened::Descriptor(..) => {
+            return Err(corrupt(
+                ext_src.name(),
+                "VMDK sparse header",
+                0,
+                "nested descriptor",
+            ));
+        }
+    };
+    if ext.capacity_sectors() != e.sectors {
+        return Err(corrupt(
+            ext_src.name(),
+            "VMDK sparse header",
+            0,
+            format!(
+                "capacity is {} sectors, but descriptor line {} of {file} says {}",
+                ext.capacity_sectors(),
+                e.line,
+                e.sectors
+            ),
+        ));
+    }
+    Ok(ext)
+}
+
+/// Places extent line `e` (FLAT or VMFS: raw bytes of host file `idx` from
+/// the line's offset), checking the file holds its `len` bytes.
+fn flat(
+    ctx: &OpenContext<'_>,
+    ext_src: &Arc<dyn ByteSource>,
+    idx: usize,
+    len: u64,
+    e: &descriptor::ExtentLine,
+    at: u64,
+) -> Result<(Storage, serde_json::Value), DiskError> {
+    let file = ctx.name();
+    // FLAT or VMFS: raw bytes from `offset`.
+    let offset = e.offset.checked_mul(SECTOR).ok_or_else(|| {
+        corrupt(
+            file,
+            "VMDK descriptor",
+            at,
+            format!("line {}: offset overflows", e.line),
+        )
+    })?;
+    let have = ext_src.len().saturating_sub(offset);
+    // A flat file may end inside the last sector (the size
+    // is in whole sectors); a shorter one is truncated.
+    if have.saturating_add(SECTOR) <= len {
+        return Err(corrupt(
+            ext_src.name(),
+            "VMDK flat extent",
+            offset,
+            format!(
+                "descriptor line {} needs {len} bytes from offset {offset}, the file has {have}",
+                e.line
+            ),
+        ));
+    }
+    let json = json!({
+        "filename": ext_src.name(),
+        "format": e.kind.as_str(),
+        "virtual-size": len,
+    });
+    Ok((
+        Storage::Flat {
+            file: idx,
+            offset,
+            data: have.min(len),
+        },
+        json,
+    ))
+}
+
+/// A text descriptor (a file of its own, or the only content of a KDMV file
+/// with capacity 0) listing extent files.
+fn open_descriptor(
+    ctx: &OpenContext<'_>,
+    text: &[u8],
+    at: u64,
+) -> Result<Arc<dyn DiskImage>, DiskError> {
+    let file = ctx.name();
+    let d = descriptor::parse(file, at, text, ctx.limits.max_extents, Extents::Read)?;
+    let create_type = refuse_before_opening(ctx, at, &d)?;
     let mut files = vec![ctx.source.clone()];
     let shared = Shared::new(ctx.limits);
     let mut flat_files: HashMap<&str, usize> = HashMap::new();
@@ -332,73 +440,13 @@ fn open_descriptor(
                     }
                 };
                 if kind == ExtentType::Sparse {
-                    let ext = match sparse::open(
-                        ext_src.clone(),
-                        idx,
-                        start / SECTOR,
-                        ctx.limits,
-                        false,
-                        &shared,
-                    )? {
-                        Opened::Sparse(ext, _) => ext,
-                        Opened::Descriptor(..) => {
-                            return Err(corrupt(
-                                ext_src.name(),
-                                "VMDK sparse header",
-                                0,
-                                "nested descriptor",
-                            ));
-                        }
-                    };
-                    if ext.capacity_sectors() != e.sectors {
-                        return Err(corrupt(
-                            ext_src.name(),
-                            "VMDK sparse header",
-                            0,
-                            format!(
-                                "capacity is {} sectors, but descriptor line {} of {file} says {}",
-                                ext.capacity_sectors(),
-                                e.line,
-                                e.sectors
-                            ),
-                        ));
-                    }
+                    let ext = open_sparse(ctx, &ext_src, idx, start, e, &shared)?;
                     extents_json.push(sparse_json(ext_src.name(), kind.as_str(), &ext));
                     Storage::Sparse(ext)
                 } else {
-                    // FLAT or VMFS: raw bytes from `offset`.
-                    let offset = e.offset.checked_mul(SECTOR).ok_or_else(|| {
-                        corrupt(
-                            file,
-                            "VMDK descriptor",
-                            at,
-                            format!("line {}: offset overflows", e.line),
-                        )
-                    })?;
-                    let have = ext_src.len().saturating_sub(offset);
-                    // A flat file may end inside the last sector (the size
-                    // is in whole sectors); a shorter one is truncated.
-                    if have.saturating_add(SECTOR) <= len {
-                        return Err(corrupt(
-                            ext_src.name(),
-                            "VMDK flat extent",
-                            offset,
-                            format!(
-                                "descriptor line {} needs {len} bytes from offset {offset}, the file has {have}",
-                                e.line
-                            ),
-                        ));
-                    }
-                    extents_json.push(json!({
-                        "filename": ext_src.name(),
-                        "format": kind.as_str(),
-                        "virtual-size": len,
-                    }));
-                    Storage::Flat {
-                        file: idx,
-                        offset,
-                        data: have.min(len),
-                    }
+                    let (storage, json) = flat(ctx, &ext_src, idx, len, e, at)?;
+                    extents_json.push(json);
+                    storage
                 }
             }
         };
