@@ -8,7 +8,7 @@
 //! every format. Nothing above this module knows which format it reads.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use imgcheck_source::{Access, ByteSource, SourceError};
 
@@ -173,10 +173,13 @@ pub trait DiskImage: Send + Sync + fmt::Debug {
 
 /// An opened image: reads, allocation map, and a [`ByteSource`] view of the
 /// guest disk for the layers above.
+///
+/// Clones share the driver and the record of [`damage`](VirtualDisk::damage).
 #[derive(Debug, Clone)]
 pub struct VirtualDisk {
     image: Arc<dyn DiskImage>,
     name: String,
+    damage: Arc<OnceLock<SourceError>>,
 }
 
 impl VirtualDisk {
@@ -185,7 +188,24 @@ impl VirtualDisk {
         let name = image
             .host_file(0)
             .map_or_else(|| "<image>".to_owned(), |f| f.name().to_owned());
-        Self { image, name }
+        Self {
+            image,
+            name,
+            damage: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The first read inside the disk that failed because the image is
+    /// damaged ([`ErrorKind::is_damage`](imgcheck_source::ErrorKind::is_damage)),
+    /// if any.
+    ///
+    /// The layers above (partition tables, filesystems) treat a failed read
+    /// as "unknown" and go on; this is how the check still learns that the
+    /// image itself is damaged, typed, without wrapping the disk. Reads
+    /// outside the disk (a partition entry pointing past its end) are the
+    /// reader's mistake and are not recorded.
+    pub fn damage(&self) -> Option<&SourceError> {
+        self.damage.get()
     }
 
     /// The header facts.
@@ -208,12 +228,12 @@ impl VirtualDisk {
     pub fn map(&self, guest_offset: u64, max_len: u64) -> Result<Mapping, DiskError> {
         let size = self.virtual_size();
         if guest_offset >= size || max_len == 0 {
-            return Err(DiskError::Source(SourceError::OutOfRange {
-                name: self.name.clone(),
-                offset: guest_offset,
-                len: max_len,
+            return Err(DiskError::Source(SourceError::out_of_range(
+                &self.name,
+                guest_offset,
+                max_len,
                 size,
-            }));
+            )));
         }
         let max_len = max_len.min(size - guest_offset);
         let mut m = self.image.map(guest_offset, max_len)?;
@@ -229,9 +249,24 @@ impl VirtualDisk {
         Ok(m)
     }
 
-    /// Reads guest bytes `offset..offset + buf.len()`.
+    /// Reads guest bytes `offset..offset + buf.len()`. A failure that is
+    /// damage is also remembered (see [`damage`](VirtualDisk::damage)).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         imgcheck_source::check_range(&self.name, offset, buf.len(), self.virtual_size())?;
+        let r = self.read_inside(offset, buf);
+        if let Err(e) = &r
+            && e.is_corrupt()
+            && self.damage.get().is_none()
+        {
+            // Only the first is kept; a lost race keeps another damage,
+            // which is as good.
+            let _ = self.damage.set(e.to_source());
+        }
+        r
+    }
+
+    /// [`read_at`](VirtualDisk::read_at) after its range check.
+    fn read_inside(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -333,15 +368,9 @@ impl ByteSource for VirtualDisk {
     }
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        self.read_at(offset, buf).map_err(|e| match e {
-            DiskError::Source(s) => s,
-            other => SourceError::Corrupt {
-                name: self.name.clone(),
-                structure: "disk image".into(),
-                offset,
-                reason: other.to_string(),
-            },
-        })
+        // The typed error goes up as it is: its kind was decided once, in
+        // `DiskError::kind`.
+        self.read_at(offset, buf).map_err(SourceError::from)
     }
 
     fn access(&self) -> Access {
@@ -352,5 +381,80 @@ impl ByteSource for VirtualDisk {
 
     fn bytes_fetched(&self) -> u64 {
         VirtualDisk::bytes_fetched(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imgcheck_source::{ErrorKind, MemSource};
+
+    /// A format driver whose every mapping points past the end of its file:
+    /// what a truncated qcow2 looks like once its header opened.
+    #[derive(Debug)]
+    struct PastEnd {
+        info: DiskInfo,
+        file: MemSource,
+    }
+
+    impl DiskImage for PastEnd {
+        fn info(&self) -> &DiskInfo {
+            &self.info
+        }
+        fn map(&self, _: u64, max_len: u64) -> Result<Mapping, DiskError> {
+            Ok(Mapping {
+                kind: MapKind::Data {
+                    file: 0,
+                    host_offset: 1 << 20,
+                },
+                len: max_len,
+            })
+        }
+        fn host_file(&self, index: usize) -> Option<&dyn ByteSource> {
+            (index == 0).then_some(&self.file as &dyn ByteSource)
+        }
+    }
+
+    fn past_end_disk() -> VirtualDisk {
+        VirtualDisk::new(Arc::new(PastEnd {
+            info: DiskInfo::new(Format::Qcow2, 4096),
+            file: MemSource::new("t.qcow2", vec![0; 512]),
+        }))
+    }
+
+    #[test]
+    fn damage_inside_the_disk_is_typed_and_recorded() {
+        let d = past_end_disk();
+        let guest_view = d.clone();
+        let mut buf = [0u8; 512];
+        let e = guest_view.read_exact_at(0, &mut buf).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Truncated, "{e}");
+        let rec = d.damage().expect("damage recorded, shared by clones");
+        assert_eq!(rec.kind, ErrorKind::Truncated);
+        assert!(
+            rec.to_string()
+                .starts_with("t.qcow2: read of 512 bytes at offset 1048576"),
+            "{rec}"
+        );
+    }
+
+    #[test]
+    fn reads_past_the_disk_end_are_not_damage() {
+        let d = past_end_disk();
+        let mut buf = [0u8; 512];
+        assert!(d.read_exact_at(4096, &mut buf).is_err());
+        assert!(d.read_exact_at(u64::MAX, &mut buf).is_err());
+        assert!(d.damage().is_none());
+    }
+
+    #[test]
+    fn disk_errors_cross_the_seam_with_their_kind() {
+        let e: SourceError = corrupt("f", "L2 table", 65536, "bad").into();
+        assert_eq!(e.kind, ErrorKind::Corrupt);
+        assert_eq!(e.to_string(), "f: L2 table at offset 65536: bad");
+        assert!(std::error::Error::source(&e).is_some());
+        let e: SourceError = crate::error::limit("f", "L1 table", 0, "L1 entries", 9, 8).into();
+        assert!(matches!(e.kind, ErrorKind::LimitExceeded(ref l) if l.value == 9 && l.limit == 8));
+        assert!(!e.is_damage());
     }
 }

@@ -4,7 +4,7 @@
 //! and (where there is one) the offset, so the CLI can print it as one line.
 //! Format modules build them with the small constructors at the bottom.
 
-use imgcheck_source::SourceError;
+use imgcheck_source::{ErrorKind, ExternalReference, Limit, SourceError};
 
 /// Why a disk image could not be opened or read.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,31 @@ pub enum DiskError {
 }
 
 impl DiskError {
+    /// What kind of failure this is: the disk layer's one mapping onto
+    /// [`ErrorKind`]. A value over a cap is [`ErrorKind::LimitExceeded`]
+    /// (not damage: see [`ErrorKind::is_damage`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DiskError::Corrupt { .. } => ErrorKind::Corrupt,
+            DiskError::Limit {
+                what, value, limit, ..
+            } => ErrorKind::LimitExceeded(Limit {
+                what: what.clone(),
+                value: *value,
+                limit: *limit,
+            }),
+            DiskError::Unsupported { .. } => ErrorKind::Unsupported,
+            DiskError::ExternalReference {
+                kind, name, why, ..
+            } => ErrorKind::Policy(ExternalReference {
+                kind: kind.clone(),
+                name: name.clone(),
+                why: why.clone(),
+            }),
+            DiskError::Source(e) => e.kind.clone(),
+        }
+    }
+
     /// A one-line suggestion for the user, where one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
@@ -78,27 +103,86 @@ impl DiskError {
                 "flatten the image first (qemu-img convert -O qcow2 IN OUT), or pass --allow-external if you trust it"
                     .into(),
             ),
-            DiskError::Corrupt { .. } | DiskError::Limit { .. } => {
+            DiskError::Corrupt { .. } => {
                 Some("the file is damaged or not what its header claims; `qemu-img check` may tell more".into())
             }
-            DiskError::Source(SourceError::OutOfRange { .. }) => {
-                Some("the file looks truncated: was the download or copy complete?".into())
-            }
-            DiskError::Source(_) => None,
+            DiskError::Limit { .. } => Some(
+                "a table or size in the header is beyond what imgcheck reads; if the image is valid, `qemu-img check` will say so"
+                    .into(),
+            ),
+            DiskError::Source(e) => e.hint.clone(),
         }
     }
 
-    /// True for damage in the image (as opposed to I/O trouble or a
-    /// feature we do not read).
+    /// True for damage in the image (see [`ErrorKind::is_damage`], the one
+    /// place that decides it).
     pub fn is_corrupt(&self) -> bool {
-        matches!(
-            self,
-            DiskError::Corrupt { .. }
-                | DiskError::Limit { .. }
-                | DiskError::Source(SourceError::OutOfRange { .. })
-                | DiskError::Source(SourceError::Corrupt { .. })
-                | DiskError::Source(SourceError::TooLarge { .. })
-        )
+        self.kind().is_damage()
+    }
+}
+
+/// The boundary of the disk layer: a `DiskError` leaves it (through
+/// [`VirtualDisk`](crate::VirtualDisk)'s `ByteSource` impl) as the common
+/// error with its kind, the detailed error kept as the source.
+impl From<DiskError> for SourceError {
+    fn from(e: DiskError) -> Self {
+        match e {
+            DiskError::Source(inner) => inner,
+            other => other.to_source().caused_by(other),
+        }
+    }
+}
+
+impl DiskError {
+    /// The same failure as the common error, without the detailed cause
+    /// attached (for keeping a copy; [`From`] attaches it).
+    pub fn to_source(&self) -> SourceError {
+        let (file, at, reason) = match self {
+            DiskError::Source(e) => {
+                let mut out = SourceError::new(e.kind.clone(), &e.file, e.reason.clone());
+                out.structure.clone_from(&e.structure);
+                out.offset = e.offset;
+                out.hint.clone_from(&e.hint);
+                return out;
+            }
+            DiskError::Corrupt {
+                file,
+                structure,
+                offset,
+                reason,
+            } => (file, Some((structure, *offset)), reason.clone()),
+            DiskError::Limit {
+                file,
+                structure,
+                offset,
+                what,
+                value,
+                limit,
+            } => (
+                file,
+                Some((structure, *offset)),
+                format!("{what} is {value}, over the limit of {limit}"),
+            ),
+            DiskError::Unsupported { file, what, .. } => {
+                (file, None, format!("{what} is not supported"))
+            }
+            DiskError::ExternalReference {
+                file,
+                kind,
+                name,
+                why,
+            } => (
+                file,
+                None,
+                format!("refers to {kind} {name:?}, which is not opened ({why})"),
+            ),
+        };
+        let mut out = SourceError::new(self.kind(), file, reason);
+        if let Some((structure, offset)) = at {
+            out = out.at(structure.clone(), offset);
+        }
+        out.hint = self.hint();
+        out
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`deps`] for what is bounded and what is never opened.
 
 mod cache;
+mod context;
 pub mod deps;
 pub mod detect;
 mod disk;
@@ -18,7 +19,11 @@ mod format;
 pub mod formats;
 mod limits;
 mod open;
+mod parse;
+#[cfg(test)]
+mod testutil;
 
+pub use context::OpenContext;
 pub use deps::DependencyPolicy;
 pub use detect::{Detected, detect};
 pub use disk::{
@@ -27,4 +32,4 @@ pub use disk::{
 pub use error::{DiskError, corrupt, limit, unsupported};
 pub use format::{Container, Format};
 pub use limits::Limits;
-pub use open::{OpenContext, OpenOptions, open};
+pub use open::{Found, OpenFailure, OpenOptions, Opened, open, open_image};

@@ -38,10 +38,7 @@ impl FileSource {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SourceError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let open_err = |source| SourceError::Open {
-            name: name.clone(),
-            source,
-        };
+        let open_err = |source| SourceError::open(&name, source);
         let file = File::open(path).map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
         if meta.is_dir() {
@@ -89,12 +86,7 @@ impl ByteSource for FileSource {
         check_range(&self.name, offset, buf.len(), self.len)?;
         self.file
             .read_exact_at(buf, offset)
-            .map_err(|source| SourceError::Io {
-                name: self.name.clone(),
-                offset,
-                len: buf.len() as u64,
-                source,
-            })?;
+            .map_err(|source| SourceError::io(&self.name, offset, buf.len() as u64, source))?;
         self.fetched.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -169,16 +161,11 @@ mod tests {
         assert_eq!(&buf, b"3456");
         assert_eq!(src.bytes_fetched(), 4);
         let err = src.read_exact_at(8, &mut buf).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Truncated, "{err}");
+        assert_eq!(err.offset, Some(8), "{err}");
         assert!(
-            matches!(
-                err,
-                SourceError::OutOfRange {
-                    offset: 8,
-                    len: 4,
-                    size: 10,
-                    ..
-                }
-            ),
+            err.to_string()
+                .contains("read of 4 bytes at offset 8: runs past the end (10 bytes)"),
             "{err}"
         );
         assert!(src.read_exact_at(u64::MAX, &mut buf).is_err());

@@ -229,10 +229,7 @@ impl HttpSource {
     /// `GET bytes=0-0` if `HEAD` is refused.
     pub fn open(url: &str, opts: &HttpOptions) -> Result<Self, SourceError> {
         let name = redact(url);
-        let open_err = |msg: String| SourceError::Open {
-            name: name.clone(),
-            source: io::Error::other(msg),
-        };
+        let open_err = |msg: String| SourceError::open(&name, io::Error::other(msg));
         let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
         if !(lower.starts_with("http://") || lower.starts_with("https://")) {
             return Err(open_err("not an http:// or https:// URL".into()));
@@ -595,12 +592,7 @@ impl HttpSource {
     }
 
     fn read_err(&self, offset: u64, len: u64, msg: String) -> SourceError {
-        SourceError::Io {
-            name: self.name.clone(),
-            offset,
-            len,
-            source: io::Error::other(msg),
-        }
+        SourceError::io(&self.name, offset, len, io::Error::other(msg))
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
@@ -790,9 +782,11 @@ impl ByteSource for HttpSource {
     /// percent-encoded as one path segment, so it cannot leave the directory;
     /// whether it may be followed at all is the disk layer's decision.
     fn open_sibling(&self, name: &str) -> Result<Arc<dyn ByteSource>, SourceError> {
-        let url = sibling_url(&self.url, name).ok_or_else(|| SourceError::Open {
-            name: format!("{} (sibling {name:?})", self.name),
-            source: io::Error::other("cannot resolve a sibling of this URL"),
+        let url = sibling_url(&self.url, name).ok_or_else(|| {
+            SourceError::open(
+                &format!("{} (sibling {name:?})", self.name),
+                io::Error::other("cannot resolve a sibling of this URL"),
+            )
         })?;
         Ok(Arc::new(HttpSource::open(&url, &self.opts)?))
     }

@@ -12,10 +12,15 @@
 //! few large pieces rather than many small ones, and [`ByteSource::access`]
 //! says which kind of source they hold.
 //!
-//! What this crate does **not** trust: nothing. It only moves bytes; it never
-//! interprets them. It does decide which *other* files a source may reach
-//! ([`ByteSource::open_sibling`]), because it is the only layer that knows
-//! where a source lives.
+//! What it interprets: only the containers it unwraps (gzip members and
+//! bzip2 blocks, HTTP responses), each treated as hostile. Disk formats and
+//! filesystems live above. It resolves which *other* files a source may
+//! reach ([`ByteSource::open_sibling`]), because it is the only layer that
+//! knows where a source lives; whether a name may be followed at all is the
+//! disk layer's decision.
+//!
+//! It also defines the one error type every layer reports in, [`Error`]
+//! (alias [`SourceError`]), with its [`ErrorKind`]: see the `error` module.
 
 mod decompress;
 mod error;
@@ -30,7 +35,7 @@ mod slice;
 pub use decompress::{
     Bzip2Source, DecompressOptions, GzipSource, Progress, ProgressFn, StreamInfo,
 };
-pub use error::SourceError;
+pub use error::{Details, Error, ErrorKind, ExternalReference, Limit, SourceError};
 pub use file::FileSource;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpSource, RemoteInfo};
@@ -64,7 +69,7 @@ pub struct SparseRun {
 ///
 /// The contract of [`read_exact_at`](ByteSource::read_exact_at) is strict:
 /// it fills the whole buffer or returns an error. A read that ends beyond
-/// [`len`](ByteSource::len) is an error ([`SourceError::OutOfRange`]), never a
+/// [`len`](ByteSource::len) is an error (kind [`ErrorKind::Truncated`]), never a
 /// short read. Implementations are `Send + Sync` and take `&self`, so one
 /// source can serve many threads (conversion runs on rayon).
 pub trait ByteSource: Send + Sync + fmt::Debug {
@@ -116,12 +121,9 @@ pub trait ByteSource: Send + Sync + fmt::Debug {
     ///
     /// The caller (the disk layer) decides whether a name may be followed at
     /// all; this method only resolves it. Sources with no notion of a
-    /// neighbourhood (memory buffers) return [`SourceError::NoSiblings`].
+    /// neighbourhood (memory buffers) return an [`ErrorKind::Policy`] error.
     fn open_sibling(&self, name: &str) -> Result<Arc<dyn ByteSource>, SourceError> {
-        Err(SourceError::NoSiblings {
-            source_name: self.name().to_owned(),
-            sibling: name.to_owned(),
-        })
+        Err(SourceError::no_siblings(self.name(), name))
     }
 }
 
@@ -159,12 +161,7 @@ pub fn check_range(name: &str, offset: u64, len: usize, size: u64) -> Result<u64
     let len64 = u64::try_from(len).unwrap_or(u64::MAX);
     match offset.checked_add(len64) {
         Some(end) if end <= size => Ok(end),
-        _ => Err(SourceError::OutOfRange {
-            name: name.to_owned(),
-            offset,
-            len: len64,
-            size,
-        }),
+        _ => Err(SourceError::out_of_range(name, offset, len64, size)),
     }
 }
 
@@ -177,19 +174,10 @@ pub fn read_vec(
     limit: u64,
 ) -> Result<Vec<u8>, SourceError> {
     if len > limit {
-        return Err(SourceError::TooLarge {
-            name: src.name().to_owned(),
-            offset,
-            len,
-            limit,
-        });
+        return Err(SourceError::too_large(src.name(), offset, len, limit));
     }
-    let n = usize::try_from(len).map_err(|_| SourceError::TooLarge {
-        name: src.name().to_owned(),
-        offset,
-        len,
-        limit,
-    })?;
+    let n =
+        usize::try_from(len).map_err(|_| SourceError::too_large(src.name(), offset, len, limit))?;
     check_range(src.name(), offset, n, src.len())?;
     let mut v = vec![0u8; n];
     src.read_exact_at(offset, &mut v)?;

@@ -195,7 +195,10 @@ fn dropped_connection_and_cut_body_are_retried() {
         .collect();
     assert_eq!(ranges.len(), 2, "{log:?}");
     let (a, b) = ranges[0];
-    assert!(a <= 20_000 && b >= 49_999, "the first GET covers the read: {log:?}");
+    assert!(
+        a <= 20_000 && b >= 49_999,
+        "the first GET covers the read: {log:?}"
+    );
     // The server sends [start, start + (end - start) / 2) of [start, end).
     let end = b + 1;
     let half = (end - a) / 2;

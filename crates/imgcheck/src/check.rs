@@ -8,17 +8,18 @@
 //! [`check`] returns `Err` only when nothing about the image could be
 //! judged: the file cannot be opened or read (missing, permissions, I/O).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use imgcheck_disk::{Detected, DiskError, VirtualDisk, detect};
+use imgcheck_disk::VirtualDisk;
 use imgcheck_guest::{Filesystem, GuestFacts, GuestReport, PartitionTable};
 use imgcheck_rules::{
     CheckInput, ImageError, ImageErrorKind, ImageFacts, ImageFormat, Provider, Verdict,
 };
-use imgcheck_source::{Access, ByteSource, FileSource, SourceError};
+use imgcheck_source::{ErrorKind, Limit};
 use serde::Serialize;
 
+use crate::input::{FailedOpen, open_or_report};
 use crate::{Error, Input, OpenOptions};
 
 /// The default cap on decompressing a gzip/bzip2 image during a check:
@@ -118,10 +119,10 @@ pub(crate) fn check_with(
     let start = Instant::now();
     let mut open = options.open.clone();
     open.max_uncompressed = open.max_uncompressed.or(Some(CHECK_MAX_UNCOMPRESSED));
-    let (image, guest, bytes_read) = match crate::open(location, &open) {
+    let (image, guest, bytes_read) = match open_or_report(location, &open)? {
         Ok(input) => inspect(&input),
-        Err(e) => {
-            let (image, bytes) = facts_of_failed_open(location, options, e)?;
+        Err(failed) => {
+            let (image, bytes) = facts_of_failed_open(location, failed)?;
             (image, None, bytes)
         }
     };
@@ -164,9 +165,14 @@ pub(crate) fn check_with(
 /// Facts of an opened image, the guest report, and the bytes read.
 fn inspect(input: &Input) -> (ImageFacts, Option<GuestReport>, u64) {
     let info = input.disk.info();
-    let watched = Arc::new(Watched::new(input.disk.clone()));
-    let guest = imgcheck_guest::inspect(watched.clone());
-    let read_error = watched.damage().or_else(|| verify_allocation(&input.disk));
+    let guest = imgcheck_guest::inspect(Arc::new(input.disk.clone()));
+    // Inspection treats a failed read as "unknown"; the disk remembers the
+    // first one that was damage.
+    let read_error = input
+        .disk
+        .damage()
+        .map(|e| e.to_string().replace('\n', " "))
+        .or_else(|| verify_allocation(&input.disk));
     let image = ImageFacts {
         // A presigned URL's signature is a credential: never in a report.
         path: imgcheck_source::net::redact_url(&input.location),
@@ -259,206 +265,63 @@ fn verify_allocation(disk: &VirtualDisk) -> Option<String> {
     None
 }
 
-/// The facts that can still be had when `open` failed, or the error itself
-/// when the failure is not about the image (missing file, I/O).
-fn facts_of_failed_open(
-    location: &str,
-    options: &CheckOptions,
-    e: Error,
-) -> Result<(ImageFacts, u64), Error> {
+/// The facts that can still be had when the image did not open (from what
+/// the opener found: nothing is opened again), or the error itself when
+/// the failure is not about the image (I/O).
+fn facts_of_failed_open(location: &str, failed: FailedOpen) -> Result<(ImageFacts, u64), Error> {
+    let e = failed.error;
     let Some(kind) = classify(&e) else {
         return Err(e);
     };
-    // Sniff the file again for what it is (the failed open's findings are
-    // gone with it); a file that cannot be opened now is the I/O error.
-    let src = FileSource::open(location)?;
-    let (mut format, compression) = match detect(&src)? {
-        Detected::Disk(f) => (Some(ImageFormat::Disk(f)), None),
-        Detected::Container(c) => (None, Some(c)),
-        Detected::Unsupported(what) => (Some(ImageFormat::Other(what.to_owned())), None),
+    let found = failed.found;
+    let format = match (found.format, found.unsupported) {
+        (Some(f), _) => Some(ImageFormat::Disk(f)),
+        (None, Some(what)) => Some(ImageFormat::Other(what.to_owned())),
+        (None, None) => None,
     };
-    if let Some(f) = options.open.format {
-        format = Some(ImageFormat::Disk(f));
-    }
     let image = ImageFacts {
         path: location.to_owned(),
         format,
-        compression,
-        file_size: src.len(),
+        compression: found.container,
+        file_size: failed.file.len(),
+        head_supported: failed.remote.as_ref().map(|r| r.head_supported),
         error: Some(ImageError {
             kind,
             message: e.to_string().replace('\n', " "),
             hint: e.hint(),
-            uncompressed_at_least: limit_exceeded(&e),
+            uncompressed_at_least: uncompressed_at_least(&e),
         }),
         ..Default::default()
     };
-    Ok((image, src.bytes_fetched()))
+    Ok((image, failed.file.bytes_fetched()))
 }
 
 /// Which [`ImageErrorKind`] an open error is, or `None` when it is not
 /// about the image's content (then the check itself fails).
 fn classify(e: &Error) -> Option<ImageErrorKind> {
-    if e.is_corrupt() {
+    let kind = e.kind()?;
+    if kind.is_damage() {
         return Some(ImageErrorKind::Corrupt);
     }
-    if limit_exceeded(e).is_some() {
-        return Some(ImageErrorKind::TooLarge);
-    }
-    match e {
-        Error::Disk(DiskError::Unsupported { .. }) => Some(ImageErrorKind::Unsupported),
-        Error::Disk(DiskError::ExternalReference { .. }) => Some(ImageErrorKind::ExternalReference),
+    match kind {
+        ErrorKind::LimitExceeded(_) => Some(ImageErrorKind::TooLarge),
+        ErrorKind::Unsupported => Some(ImageErrorKind::Unsupported),
+        ErrorKind::Policy(_) => Some(ImageErrorKind::ExternalReference),
         _ => None,
     }
 }
 
 /// For a decompression stopped at the limit: the bytes produced by then.
-fn limit_exceeded(e: &Error) -> Option<u64> {
-    match e {
-        Error::Source(SourceError::LimitExceeded {
-            uncompressed_so_far,
-            ..
-        })
-        | Error::Disk(DiskError::Source(SourceError::LimitExceeded {
-            uncompressed_so_far,
-            ..
-        })) => Some(*uncompressed_so_far),
+fn uncompressed_at_least(e: &Error) -> Option<u64> {
+    match e.kind()? {
+        ErrorKind::LimitExceeded(l) if l.what == Limit::UNCOMPRESSED => Some(l.value),
         _ => None,
-    }
-}
-
-/// The guest disk as inspection sees it, remembering the first sign of
-/// damage.
-///
-/// Inspection never fails: a read error becomes a note and an "unknown"
-/// fact. But a read that fails *inside* the disk because a table points
-/// past the end of the file or a cluster does not decode means the image is
-/// damaged, and the check must say so (`image.corrupt`) rather than report
-/// a disk that merely looks empty.
-#[derive(Debug)]
-struct Watched {
-    disk: VirtualDisk,
-    damage: Mutex<Option<String>>,
-}
-
-impl Watched {
-    fn new(disk: VirtualDisk) -> Self {
-        Self {
-            disk,
-            damage: Mutex::new(None),
-        }
-    }
-
-    /// The first damage seen, if any.
-    fn damage(&self) -> Option<String> {
-        self.damage
-            .lock()
-            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
-    }
-
-    fn record(&self, e: &SourceError) {
-        let mut slot = self.damage.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(e.to_string().replace('\n', " "));
-        }
-    }
-}
-
-impl ByteSource for Watched {
-    fn name(&self) -> &str {
-        self.disk.name()
-    }
-
-    fn len(&self) -> u64 {
-        self.disk.len()
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        let r = self.disk.read_exact_at(offset, buf);
-        if let Err(e) = &r {
-            // A read past the guest disk's end is the reader's mistake, not
-            // damage: only reads inside the disk count.
-            let inside = u64::try_from(buf.len())
-                .ok()
-                .and_then(|n| offset.checked_add(n))
-                .is_some_and(|end| end <= self.disk.len());
-            let damage = matches!(
-                e,
-                SourceError::OutOfRange { .. }
-                    | SourceError::Corrupt { .. }
-                    | SourceError::TooLarge { .. }
-            );
-            if inside && damage {
-                self.record(e);
-            }
-        }
-        r
-    }
-
-    fn access(&self) -> Access {
-        self.disk.access()
-    }
-
-    fn bytes_fetched(&self) -> u64 {
-        ByteSource::bytes_fetched(&self.disk)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imgcheck_source::MemSource;
-
-    /// A format driver whose every mapping points past the end of its file:
-    /// what a truncated qcow2 looks like once its header opened.
-    #[derive(Debug)]
-    struct PastEnd {
-        info: imgcheck_disk::DiskInfo,
-        file: MemSource,
-    }
-
-    impl imgcheck_disk::DiskImage for PastEnd {
-        fn info(&self) -> &imgcheck_disk::DiskInfo {
-            &self.info
-        }
-        fn map(&self, _: u64, max_len: u64) -> Result<imgcheck_disk::Mapping, DiskError> {
-            Ok(imgcheck_disk::Mapping {
-                kind: imgcheck_disk::MapKind::Data {
-                    file: 0,
-                    host_offset: 1 << 20,
-                },
-                len: max_len,
-            })
-        }
-        fn host_file(&self, index: usize) -> Option<&dyn ByteSource> {
-            (index == 0).then_some(&self.file as &dyn ByteSource)
-        }
-    }
-
-    fn past_end_disk() -> VirtualDisk {
-        VirtualDisk::new(Arc::new(PastEnd {
-            info: imgcheck_disk::DiskInfo::new(imgcheck_disk::Format::Qcow2, 4096),
-            file: MemSource::new("t.qcow2", vec![0; 512]),
-        }))
-    }
-
-    #[test]
-    fn damage_inside_the_disk_is_recorded() {
-        let w = Watched::new(past_end_disk());
-        let mut buf = [0u8; 512];
-        assert!(w.read_exact_at(0, &mut buf).is_err());
-        let d = w.damage().expect("damage recorded");
-        assert!(d.contains("t.qcow2"), "{d}");
-    }
-
-    #[test]
-    fn reads_past_the_disk_end_are_not_damage() {
-        let w = Watched::new(past_end_disk());
-        let mut buf = [0u8; 512];
-        assert!(w.read_exact_at(4096, &mut buf).is_err());
-        assert!(w.read_exact_at(u64::MAX, &mut buf).is_err());
-        assert_eq!(w.damage(), None);
-    }
 
     #[test]
     fn missing_file_is_an_error_not_a_report() {

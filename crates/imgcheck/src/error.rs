@@ -2,7 +2,7 @@
 
 use imgcheck_convert::ConvertError;
 use imgcheck_disk::DiskError;
-use imgcheck_source::SourceError;
+use imgcheck_source::{ErrorKind, SourceError};
 
 /// Anything that stops an imgcheck operation.
 #[derive(Debug, thiserror::Error)]
@@ -34,16 +34,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is, for errors about the image (`None`
+    /// for usage, upload and check-verdict errors).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Error::Source(e) => Some(e.kind.clone()),
+            Error::Disk(e) | Error::Convert(ConvertError::Disk(e)) => Some(e.kind()),
+            _ => None,
+        }
+    }
+
     /// A one-line suggestion, where one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Disk(e) | Error::Convert(ConvertError::Disk(e)) => e.hint(),
-            Error::Source(SourceError::OutOfRange { .. }) => {
-                Some("the file looks truncated: was the download or copy complete?".into())
-            }
-            Error::Source(SourceError::Open { .. }) => {
-                Some("check the path and its permissions".into())
-            }
+            Error::Source(e) => e.hint.clone(),
             Error::Upload(imgcheck_upload::UploadError::MissingCredentials { .. }) => Some(
                 "credentials are read from the environment only (see `imgcheck upload --help`); --dry-run needs none".into(),
             ),
@@ -55,12 +60,9 @@ impl Error {
     }
 
     /// True when the image itself is damaged (a check reports this as the
-    /// finding `image.corrupt` rather than failing to run).
+    /// finding `image.corrupt` rather than failing to run); decided by
+    /// [`ErrorKind::is_damage`].
     pub fn is_corrupt(&self) -> bool {
-        match self {
-            Error::Disk(e) | Error::Convert(ConvertError::Disk(e)) => e.is_corrupt(),
-            Error::Source(SourceError::OutOfRange { .. } | SourceError::Corrupt { .. }) => true,
-            _ => false,
-        }
+        self.kind().is_some_and(|k| k.is_damage())
     }
 }

@@ -1,35 +1,15 @@
-//! Opening an image given by the user: path → byte source → (unwrap
-//! container) → virtual disk.
+//! Opening an image given by the user: path or URL → byte source → the
+//! disk layer's one opener ([`imgcheck_disk::open_image`], which unwraps
+//! gzip/bzip2 and opens the format).
 
 use std::sync::Arc;
 
-use imgcheck_disk::{
-    Container, DependencyPolicy, Detected, Format, Limits, VirtualDisk, detect, unsupported,
-};
-use imgcheck_source::{
-    ByteSource, Bzip2Source, DecompressOptions, FileSource, GzipSource, HttpOptions, HttpSource,
-    ProgressFn, RemoteInfo, StreamInfo,
-};
+use imgcheck_disk::{Container, Found, VirtualDisk};
+use imgcheck_source::{ByteSource, FileSource, HttpOptions, HttpSource, RemoteInfo, StreamInfo};
+
+pub use imgcheck_disk::OpenOptions;
 
 use crate::Error;
-
-/// Options for [`open`].
-#[derive(Debug, Clone, Default)]
-pub struct OpenOptions {
-    /// Read as this format instead of detecting it.
-    pub format: Option<Format>,
-    /// Open referenced files outside the image's directory.
-    pub allow_external: bool,
-    /// Caps on untrusted sizes.
-    pub limits: Limits,
-    /// For a gzip/bzip2 file: stop decompressing (with
-    /// `SourceError::LimitExceeded`) once the uncompressed stream passes
-    /// this many bytes, so a decompression bomb costs the limit.
-    pub max_uncompressed: Option<u64>,
-    /// For a gzip/bzip2 file: called during the one streaming pass that
-    /// verifies and indexes it (the CLI draws a progress bar).
-    pub progress: Option<ProgressFn>,
-}
 
 /// An opened image and what we learned on the way in.
 #[derive(Debug, Clone)]
@@ -54,124 +34,72 @@ pub struct Input {
     pub remote: Option<RemoteInfo>,
 }
 
+/// The file or URL opened, but the image in it did not: the error, what
+/// the opener found before it failed, and the file itself (for its size and
+/// I/O statistics). Nothing needs to be opened again to report on it.
+#[derive(Debug)]
+pub(crate) struct FailedOpen {
+    pub error: Error,
+    pub found: Box<Found>,
+    pub file: Arc<dyn ByteSource>,
+    pub remote: Option<RemoteInfo>,
+}
+
 /// Opens `location` (a path, or an `http://` / `https://` URL read with
 /// range requests) as a virtual disk.
 pub fn open(location: &str, options: &OpenOptions) -> Result<Input, Error> {
-    let (source, remote): (Arc<dyn ByteSource>, _) = if is_url(location) {
+    match open_or_report(location, options)? {
+        Ok(input) => Ok(input),
+        Err(failed) => Err(failed.error),
+    }
+}
+
+/// [`open`], keeping what was learned when the image (not the file) fails
+/// to open. The outer `Err` is a file that could not be opened at all.
+pub(crate) fn open_or_report(
+    location: &str,
+    options: &OpenOptions,
+) -> Result<Result<Input, FailedOpen>, Error> {
+    let (file, remote): (Arc<dyn ByteSource>, _) = if is_url(location) {
         let s = HttpSource::open(location, &HttpOptions::default())?;
         let info = s.info().clone();
         (Arc::new(s), Some(info))
     } else {
         (Arc::new(FileSource::open(location)?), None)
     };
-    let file_size = source.len();
-    let allocated_size = source.allocated_size();
-    let container = if options.format.is_none() {
-        match detect(source.as_ref())? {
-            Detected::Container(c) => Some(c),
-            _ => None,
+    let opened = match imgcheck_disk::open_image(file.clone(), options) {
+        Ok(o) => o,
+        Err(f) => {
+            return Ok(Err(FailedOpen {
+                error: Error::Disk(f.error),
+                found: f.found,
+                file,
+                remote,
+            }));
         }
-    } else {
-        None
     };
-    let (source, stream) = match container {
-        None => (source, None),
-        Some(c) => unwrap_container(source, c, options)?,
-    };
-    let disk_options = imgcheck_disk::OpenOptions {
-        format: options.format,
-        limits: options.limits.clone(),
-        dependencies: if options.allow_external {
-            DependencyPolicy::AllowExternal
-        } else {
-            DependencyPolicy::SameDirectory
-        },
-    };
-    let disk = imgcheck_disk::open(source.clone(), &disk_options)?;
-    let allocated_size = allocated_size.map(|a| {
+    let disk = opened.disk;
+    let allocated_size = file.allocated_size().map(|a| {
         // Add the other host files (VMDK extents) the format opened.
         let img = disk.image();
         a + (1..img.host_file_count())
             .filter_map(|i| img.host_file(i)?.allocated_size())
             .sum::<u64>()
     });
-    Ok(Input {
+    Ok(Ok(Input {
         location: location.to_owned(),
         disk,
-        container,
-        file_size,
+        container: opened.found.container,
+        file_size: file.len(),
         allocated_size,
-        source,
-        stream,
+        source: file,
+        stream: opened.found.stream,
         remote,
-    })
+    }))
 }
 
 /// Whether `location` is an http(s) URL rather than a path.
 fn is_url(location: &str) -> bool {
     let head = location.get(..8).unwrap_or(location).to_ascii_lowercase();
     head.starts_with("http://") || head.starts_with("https://")
-}
-
-/// Wraps a compressed file in its decompressing source and checks what is
-/// inside. xz, zstd, zip and tar are refused with what to do instead.
-fn unwrap_container(
-    file: Arc<dyn ByteSource>,
-    c: Container,
-    options: &OpenOptions,
-) -> Result<(Arc<dyn ByteSource>, Option<StreamInfo>), Error> {
-    let dopts = DecompressOptions {
-        max_uncompressed: options.max_uncompressed,
-        progress: options.progress.clone(),
-        ..Default::default()
-    };
-    let (inner, info): (Arc<dyn ByteSource>, StreamInfo) = match c {
-        Container::Gzip => {
-            let s = GzipSource::open(file.clone(), &dopts)?;
-            let info = s.info().clone();
-            (Arc::new(s), info)
-        }
-        Container::Bzip2 => {
-            let s = Bzip2Source::open(file.clone(), &dopts)?;
-            let info = s.info().clone();
-            (Arc::new(s), info)
-        }
-        Container::Xz => {
-            return Err(Error::Disk(unsupported(
-                file.name(),
-                "reading xz-compressed images",
-                Some(
-                    "decompress it (xz -dk) and recompress with gzip or bzip2 if you need a compressed upload; DigitalOcean rejects xz",
-                ),
-            )));
-        }
-        Container::Tar => {
-            return Err(Error::Disk(unsupported(
-                file.name(),
-                "reading images inside tar archives",
-                Some("this is an OVA/tar: extract the .vmdk first (tar -xf FILE)"),
-            )));
-        }
-        other => {
-            return Err(Error::Disk(unsupported(
-                file.name(),
-                format!("reading {other}-compressed images"),
-                Some("decompress it first; imgcheck reads gzip and bzip2 in place"),
-            )));
-        }
-    };
-    // A container inside the container (.tar.gz, .gz.gz) is not an image.
-    if let Detected::Container(c2) = detect(inner.as_ref())? {
-        let hint = if c2 == Container::Tar {
-            "this is a compressed tar (an OVA?): extract the image first"
-        } else {
-            "decompress the outer layer first"
-        };
-        return Err(Error::Disk(unsupported(
-            file.name(),
-            format!("a {c2} stream inside the {c} stream"),
-            Some(hint),
-        )));
-    }
-    Ok((inner, Some(info)))
 }

@@ -619,13 +619,9 @@ fn judge_output(
 }
 
 fn file_len(path: &str) -> Result<u64, Error> {
-    std::fs::metadata(path).map(|m| m.len()).map_err(|source| {
-        imgcheck_source::SourceError::Open {
-            name: path.to_owned(),
-            source,
-        }
-        .into()
-    })
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| imgcheck_source::SourceError::open(path, source).into())
 }
 
 /// The first lines of a dry run's plan: the check's result and the

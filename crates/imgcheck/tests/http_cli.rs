@@ -239,3 +239,61 @@ fn a_host_refusing_head_is_a_digitalocean_error() {
         "DigitalOcean's rule only"
     );
 }
+
+/// `imgcheck --json LOCATION`: exit code and the JSON report.
+fn check_json(location: &str) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_imgcheck"))
+        .args(["--json", location])
+        .output()
+        .expect("run imgcheck");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{location}: no JSON report ({e}): exit {}, {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}
+
+/// A damaged image over http is a failed check (exit 1, `image.corrupt`),
+/// exactly like the same bytes on disk: the report on a failed open is made
+/// from what the opener found, never by opening the location again (which
+/// cannot work for a URL).
+#[test]
+fn damaged_image_over_http_is_a_failed_check_like_on_disk() {
+    let f = qcow2_fixtures()
+        .into_iter()
+        .find(|f| f.path.extension().is_some_and(|e| e == "qcow2"))
+        .expect("a plain qcow2 fixture");
+    // qemu-img's header is 104+ bytes; cut it at 64 (inside the header,
+    // qcow2 spec "Header": fields up to byte 103 are mandatory).
+    let mut bytes = std::fs::read(&f.path).expect("fixture");
+    bytes.truncate(64);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("cut.qcow2");
+    std::fs::write(&local, &bytes).expect("write");
+    let server = Server::start(
+        vec![("cut.qcow2", Content::Mem(std::sync::Arc::new(bytes)))],
+        Behaviour::default(),
+    );
+    let url = server.url("cut.qcow2");
+    let (code_local, v_local) = check_json(local.to_str().expect("utf-8"));
+    let (code_url, v_url) = check_json(&url);
+    assert_eq!(code_local, Some(1), "{v_local}");
+    assert_eq!(code_url, Some(1), "{v_url}");
+    for v in [&v_local, &v_url] {
+        assert_eq!(v["image"]["format"], "qcow2", "{v}");
+        assert_eq!(v["image"]["error"]["kind"], "corrupt", "{v}");
+        for verdict in v["verdicts"].as_array().expect("verdicts") {
+            assert_eq!(verdict["pass"], false, "{verdict}");
+            let codes: Vec<&str> = verdict["findings"]
+                .as_array()
+                .expect("findings")
+                .iter()
+                .filter_map(|f| f["code"].as_str())
+                .collect();
+            assert!(codes.contains(&"image.corrupt"), "{verdict}");
+        }
+    }
+}

@@ -285,7 +285,15 @@ fn linode_cloud_init_follows_the_guest_and_the_override() {
     let mock = providers::linode(LinodeScript::default());
     let img = guest("cloud-init-26.img").display().to_string();
     let out = run(
-        &["upload", "-p", "linode", &img, "--region", "us-east", "--no-wait"],
+        &[
+            "upload",
+            "-p",
+            "linode",
+            &img,
+            "--region",
+            "us-east",
+            "--no-wait",
+        ],
         &linode_env(&mock),
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -295,7 +303,11 @@ fn linode_cloud_init_follows_the_guest_and_the_override() {
         .into_iter()
         .find(|r| r.method == "POST")
         .unwrap();
-    assert_eq!(post.json()["cloud_init"], false, "a listed datasource_list without Akamai");
+    assert_eq!(
+        post.json()["cloud_init"],
+        false,
+        "a listed datasource_list without Akamai"
+    );
 
     let mock = providers::linode(LinodeScript::default());
     let out = run(

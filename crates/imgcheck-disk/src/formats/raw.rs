@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use imgcheck_source::ByteSource;
 
+use crate::context::OpenContext;
 use crate::disk::{DiskImage, DiskInfo, MapKind, Mapping};
 use crate::error::DiskError;
 use crate::format::Format;
-use crate::open::OpenContext;
 
 /// A raw image.
 #[derive(Debug)]

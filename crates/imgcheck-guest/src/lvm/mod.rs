@@ -349,23 +349,23 @@ impl ByteSource for LvSource {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
         let end = offset.checked_add(buf.len() as u64);
         if end.is_none_or(|e| e > self.len) {
-            return Err(SourceError::OutOfRange {
-                name: self.name.clone(),
+            return Err(SourceError::out_of_range(
+                &self.name,
                 offset,
-                len: buf.len() as u64,
-                size: self.len,
-            });
+                buf.len() as u64,
+                self.len,
+            ));
         }
         let mut done = 0usize;
         while done < buf.len() {
             let off = offset + done as u64;
             let Some((src, at, run)) = self.locate(off) else {
-                return Err(SourceError::OutOfRange {
-                    name: self.name.clone(),
-                    offset: off,
-                    len: (buf.len() - done) as u64,
-                    size: self.len,
-                });
+                return Err(SourceError::out_of_range(
+                    &self.name,
+                    off,
+                    (buf.len() - done) as u64,
+                    self.len,
+                ));
             };
             let take = usize::try_from(run)
                 .unwrap_or(usize::MAX)

@@ -130,12 +130,12 @@ fn scan(src: &dyn ByteSource, max: usize) -> Result<Vec<Magic>, SourceError> {
                 }
             }
             if count.fetch_add(found.len(), Ordering::Relaxed) + found.len() > max {
-                return Err(SourceError::TooLarge {
-                    name: src.name().to_owned(),
-                    offset: start,
-                    len: (count.load(Ordering::Relaxed) * ENTRY_BYTES) as u64,
-                    limit: (max * ENTRY_BYTES) as u64,
-                });
+                return Err(SourceError::too_large(
+                    src.name(),
+                    start,
+                    (count.load(Ordering::Relaxed) * ENTRY_BYTES) as u64,
+                    (max * ENTRY_BYTES) as u64,
+                ));
             }
             Ok(found)
         })
@@ -736,8 +736,8 @@ impl Bzip2Source {
         }
         let src = self.inner.as_ref();
         let s = synthetic_stream(src, b.start, b.end, b.crc)?;
-        let len =
-            usize::try_from(b.len).map_err(|_| SourceError::Other("block too large".into()))?;
+        let len = usize::try_from(b.len)
+            .map_err(|_| SourceError::too_large(&self.name, b.start, b.len, usize::MAX as u64))?;
         let mut data = Vec::with_capacity(len);
         decode(&s, |piece| {
             if data.len() + piece.len() > len {
@@ -787,7 +787,11 @@ impl ByteSource for Bzip2Source {
             let pos = offset + done as u64;
             let i = self.blocks.partition_point(|b| b.out + b.len <= pos);
             let b = self.blocks.get(i).copied().ok_or_else(|| {
-                SourceError::Other(format!("{}: no block holds offset {pos}", self.name))
+                SourceError::new(
+                    crate::ErrorKind::Io,
+                    &self.name,
+                    format!("no block holds offset {pos} (internal error)"),
+                )
             })?;
             let data = self.block_data(i)?;
             let within = (pos - b.out) as usize;
@@ -885,7 +889,10 @@ mod tests {
             ..Default::default()
         };
         let err = open(f, &opts).unwrap_err();
-        assert!(matches!(err, SourceError::LimitExceeded { .. }), "{err}");
+        assert!(
+            matches!(err.kind, crate::ErrorKind::LimitExceeded(_)),
+            "{err}"
+        );
     }
 
     /// Progress callback that remembers the last report.
@@ -941,8 +948,8 @@ mod tests {
         opts.max_uncompressed = Some(30_000_000);
         let err = open(f, &opts).unwrap_err();
         assert!(
-            matches!(err, SourceError::LimitExceeded { uncompressed_so_far, .. }
-                if uncompressed_so_far > 30_000_000 && uncompressed_so_far < 36_000_000),
+            matches!(&err.kind, crate::ErrorKind::LimitExceeded(l)
+                if l.value > 30_000_000 && l.value < 36_000_000),
             "{err}"
         );
         let p = last.lock().unwrap().unwrap();

@@ -40,6 +40,22 @@ use super::zstream::RawInflate;
 use super::{ChunkCache, DecompressOptions, Progress, StreamInfo, corrupt, limit_error, report};
 use crate::{Access, ByteSource, SourceError, check_range};
 
+/// The stream decoded differently than during the open pass: the file
+/// changed under us. Not evidence of damage, so an I/O error.
+fn changed(name: &str, at: u64, what: String) -> SourceError {
+    SourceError::new(
+        crate::ErrorKind::Io,
+        name,
+        format!("{what} at {at} (file changed since open?)"),
+    )
+    .at("gzip stream", at)
+}
+
+/// zlib could not be set up: not about the file.
+fn internal(name: &str, e: &dyn std::fmt::Display) -> SourceError {
+    SourceError::new(crate::ErrorKind::Io, name, format!("decoder: {e}"))
+}
+
 /// The LZ77 window of deflate.
 const WINDOW: usize = 32 * 1024;
 /// Input read from the file at a time.
@@ -206,6 +222,28 @@ impl Decoder {
         )
     }
 
+    /// Zero padding after the last member (tape/dd blocking) is what gzip
+    /// itself accepts; anything else after a member is not. Reads to the
+    /// end of the file.
+    fn skip_padding(&mut self, src: &dyn ByteSource) -> Result<(), SourceError> {
+        loop {
+            let chunk = &self.inbuf[self.in_pos..self.in_end];
+            if let Some(i) = chunk.iter().position(|&b| b != 0) {
+                return Err(corrupt(
+                    src.name(),
+                    format!("data after gzip member {}", self.member - 1),
+                    self.file_pos() + i as u64,
+                    "non-zero bytes after zero padding: not a gzip member",
+                ));
+            }
+            self.in_pos = self.in_end;
+            if !self.need(src, 1)? {
+                self.state = State::Done;
+                return Ok(());
+            }
+        }
+    }
+
     /// Parses a member header at the current position, or finds the end of
     /// the file (EOF or zero padding).
     fn header(&mut self, src: &dyn ByteSource) -> Result<bool, SourceError> {
@@ -216,24 +254,8 @@ impl Decoder {
             return Ok(false);
         }
         if self.inbuf[self.in_pos] == 0 && self.member > 0 {
-            // Zero padding after the last member (tape/dd blocking) is what
-            // gzip itself accepts; anything else after a member is not.
-            loop {
-                let chunk = &self.inbuf[self.in_pos..self.in_end];
-                if let Some(i) = chunk.iter().position(|&b| b != 0) {
-                    return Err(corrupt(
-                        name,
-                        format!("data after gzip member {}", self.member - 1),
-                        self.file_pos() + i as u64,
-                        "non-zero bytes after zero padding: not a gzip member",
-                    ));
-                }
-                self.in_pos = self.in_end;
-                if !self.need(src, 1)? {
-                    self.state = State::Done;
-                    return Ok(false);
-                }
-            }
+            self.skip_padding(src)?;
+            return Ok(false);
         }
         self.member_start = at;
         let label = format!("gzip member {} header", self.member);
@@ -458,11 +480,11 @@ impl Decoder {
             let before = self.out;
             let st = self.step(src, &mut scratch[..n], false)?;
             if self.state == State::Done && self.out == before && st.produced == 0 {
-                return Err(SourceError::Other(format!(
-                    "{}: gzip stream ended at {} before offset {target} (file changed since open?)",
+                return Err(changed(
                     src.name(),
-                    self.out
-                )));
+                    self.out,
+                    format!("ended before offset {target}"),
+                ));
             }
         }
         Ok(())
@@ -475,11 +497,7 @@ impl Decoder {
             let st = self.step(src, &mut out[done..], false)?;
             done += st.produced;
             if self.state == State::Done && done < out.len() {
-                return Err(SourceError::Other(format!(
-                    "{}: gzip stream ended early at {} (file changed since open?)",
-                    src.name(),
-                    self.out
-                )));
+                return Err(changed(src.name(), self.out, "ended early".into()));
             }
         }
         Ok(())
@@ -514,7 +532,7 @@ impl GzipSource {
             member_start: 0,
             window: None,
         }];
-        let mut dec = Decoder::new(true).map_err(|e| SourceError::Other(format!("{name}: {e}")))?;
+        let mut dec = Decoder::new(true).map_err(|e| internal(&name, &e))?;
         // Output buffer: [history (≤ WINDOW) | new output].
         let mut obuf = vec![0u8; WINDOW + OUT_CHUNK];
         let mut filled = 0usize;
@@ -657,13 +675,12 @@ impl GzipSource {
             best.map(|i| cur.swap_remove(i))
         };
         if dec.is_none() {
-            let mut d = Decoder::new(false)
-                .map_err(|e| SourceError::Other(format!("{}: {e}", self.name)))?;
+            let mut d = Decoder::new(false).map_err(|e| internal(&self.name, &e))?;
             d.seek(src, point)?;
             dec = Some(d);
         }
         let Some(mut dec) = dec else {
-            return Err(SourceError::Other(format!("{}: no decoder", self.name)));
+            return Err(internal(&self.name, &"no decoder"));
         };
         let mut data = vec![0u8; (end - start) as usize];
         if dec.out < start {
@@ -823,7 +840,7 @@ mod tests {
         };
         let err = open(f, &opts).unwrap_err();
         assert!(
-            matches!(err, SourceError::LimitExceeded { limit: 100_000, .. }),
+            matches!(&err.kind, crate::ErrorKind::LimitExceeded(l) if l.limit == 100_000),
             "{err}"
         );
     }

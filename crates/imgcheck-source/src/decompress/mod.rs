@@ -15,7 +15,7 @@
 //!
 //! The open pass stops as soon as the output passes
 //! [`DecompressOptions::max_uncompressed`] with
-//! [`SourceError::LimitExceeded`], so a decompression bomb costs the limit.
+//! [`ErrorKind::LimitExceeded`], so a decompression bomb costs the limit.
 
 mod bzip2;
 mod gzip;
@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::SourceError;
+use crate::{ErrorKind, Limit, SourceError};
 
 /// Progress of an open pass, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl fmt::Debug for ProgressFn {
 /// Options for opening a compressed source.
 #[derive(Clone, Debug)]
 pub struct DecompressOptions {
-    /// Stop with [`SourceError::LimitExceeded`] once the uncompressed output
+    /// Stop with [`ErrorKind::LimitExceeded`] once the uncompressed output
     /// passes this many bytes. `None`: no limit.
     pub max_uncompressed: Option<u64>,
     /// Memory the restart-point index may use, in bytes (gzip: 32 KiB
@@ -174,13 +174,18 @@ pub(crate) fn limit_error(
     so_far: u64,
     compressed_offset: u64,
 ) -> SourceError {
-    SourceError::LimitExceeded {
-        name: name.to_owned(),
-        structure: structure.to_owned(),
-        limit,
-        uncompressed_so_far: so_far,
-        compressed_offset,
-    }
+    SourceError::new(
+        ErrorKind::LimitExceeded(Limit {
+            what: Limit::UNCOMPRESSED.into(),
+            value: so_far,
+            limit,
+        }),
+        name,
+        format!(
+            "decompresses to more than the limit of {limit} bytes (stopped after {so_far} bytes; the stream was not read to its end)"
+        ),
+    )
+    .at(structure, compressed_offset)
 }
 
 /// A corrupt-stream error.
@@ -190,10 +195,5 @@ pub(crate) fn corrupt(
     offset: u64,
     reason: impl Into<String>,
 ) -> SourceError {
-    SourceError::Corrupt {
-        name: name.to_owned(),
-        structure: structure.into(),
-        offset,
-        reason: reason.into(),
-    }
+    SourceError::corrupt(name, structure, offset, reason)
 }

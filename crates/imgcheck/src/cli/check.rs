@@ -190,10 +190,10 @@ fn read_list(path: &Path) -> Result<Vec<String>, Error> {
         s
     } else {
         std::fs::read_to_string(path).map_err(|e| {
-            Error::Source(imgcheck::source::SourceError::Open {
-                name: path.display().to_string(),
-                source: e,
-            })
+            Error::Source(imgcheck::source::SourceError::open(
+                &path.display().to_string(),
+                e,
+            ))
         })?
     };
     Ok(text

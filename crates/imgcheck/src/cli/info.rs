@@ -12,7 +12,11 @@ use super::output::human_size;
 pub fn open_options(a: &OpenArgs) -> imgcheck::OpenOptions {
     imgcheck::OpenOptions {
         format: a.format,
-        allow_external: a.allow_external,
+        dependencies: if a.allow_external {
+            imgcheck::disk::DependencyPolicy::AllowExternal
+        } else {
+            imgcheck::disk::DependencyPolicy::SameDirectory
+        },
         progress: super::output::decompress_progress(),
         ..Default::default()
     }

@@ -45,23 +45,16 @@ fn is_artifact_image(name: &str) -> bool {
 /// The artifact files of the last run.
 pub fn artifacts(manifest: &Path) -> Result<Vec<PathBuf>, Error> {
     let name = manifest.display().to_string();
-    let meta =
-        std::fs::metadata(manifest).map_err(|source| imgcheck::source::SourceError::Open {
-            name: name.clone(),
-            source,
-        })?;
+    let meta = std::fs::metadata(manifest)
+        .map_err(|source| imgcheck::source::SourceError::open(&name, source))?;
     if meta.len() > MAX_MANIFEST {
         return Err(Error::Usage(format!(
             "{name}: {} bytes is too large for a Packer manifest",
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(manifest).map_err(|source| {
-        imgcheck::source::SourceError::Open {
-            name: name.clone(),
-            source,
-        }
-    })?;
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|source| imgcheck::source::SourceError::open(&name, source))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| Error::Usage(format!("{name}: not a Packer manifest: {e}")))?;
     let last = v.get("last_run_uuid").and_then(Value::as_str).unwrap_or("");

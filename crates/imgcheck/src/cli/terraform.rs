@@ -190,10 +190,10 @@ fn is_url(s: &str) -> bool {
 /// `filemd5()` print, and `linode_image.file_hash` takes).
 fn md5_file(path: &Path) -> Result<String, Error> {
     let open_err = |e: std::io::Error| {
-        Error::Source(imgcheck::source::SourceError::Open {
-            name: path.display().to_string(),
-            source: e,
-        })
+        Error::Source(imgcheck::source::SourceError::open(
+            &path.display().to_string(),
+            e,
+        ))
     };
     let mut f = File::open(path).map_err(open_err)?;
     let mut h = Md5::new();

@@ -10,23 +10,16 @@
 use imgcheck_source::{ByteSource, read_prefix};
 
 use crate::error::{DiskError, corrupt, limit, unsupported};
-use crate::limits::Limits;
+use crate::limits::{
+    Limits, QCOW2_MAX_BACKING_NAME, QCOW2_MAX_REFTABLE_BYTES, QCOW2_MAX_SNAPSHOTS, QCOW2_PREFIX,
+};
+use crate::parse::{Fields, Regions};
 
 /// `QFI\xfb`.
 pub(super) const MAGIC: u32 = 0x5146_49FB;
 /// qemu's cluster size range: 512 B to 2 MiB.
 pub(super) const MIN_CLUSTER_BITS: u32 = 9;
 pub(super) const MAX_CLUSTER_BITS: u32 = 21;
-/// qemu: a backing file name is at most 1023 bytes.
-const MAX_BACKING_NAME: u64 = 1023;
-/// qemu's QCOW_MAX_REFTABLE_SIZE: the refcount table is at most 8 MiB.
-const MAX_REFTABLE_BYTES: u64 = 8 << 20;
-/// qemu's QCOW_MAX_SNAPSHOTS.
-const MAX_SNAPSHOTS: u64 = 65536;
-/// How much of cluster 0 is read in one go; qemu's headers, extensions and
-/// backing name fit in a few hundred bytes, so more is read only if a
-/// (hostile or unusual) header points further.
-const PREFIX: u64 = 64 << 10;
 
 /// Incompatible feature bits.
 pub(super) const INCOMPAT_DIRTY: u64 = 1 << 0;
@@ -71,24 +64,15 @@ pub(super) struct Header {
     pub compression: Compression,
     pub backing_file: Option<String>,
     pub data_file: Option<String>,
+    /// Header cluster, L1 table, refcount table and snapshot table: what an
+    /// L2 table must not overlap.
+    pub metadata: Regions,
 }
 
 impl Header {
     pub fn extended_l2(&self) -> bool {
         self.incompatible & INCOMPAT_EXTL2 != 0
     }
-}
-
-fn be32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_be_bytes)
-}
-
-fn be64(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
 }
 
 /// Text of a header string (not NUL-terminated; qemu stops at a NUL).
@@ -168,7 +152,8 @@ fn extensions(c0: &Cluster0<'_>, start: u64, end: u64) -> Result<Extensions, Dis
             )
         })?;
         let h = c0.bytes(off, 8, STRUCT_EXT)?;
-        let (ty, len) = (be32(&h, 0), u64::from(be32(&h, 4)));
+        let f = Fields::new(name, STRUCT_EXT, off, &h);
+        let (ty, len) = (f.be32(0)?, u64::from(f.be32(4)?));
         if len > end - data_at {
             return Err(corrupt(
                 name,
@@ -198,30 +183,97 @@ fn extensions(c0: &Cluster0<'_>, start: u64, end: u64) -> Result<Extensions, Dis
     Ok(ext)
 }
 
+/// The fixed fields of the header (qcow2.txt "Header", bytes 0..=103),
+/// before validation.
+struct Fixed {
+    version: u32,
+    backing_offset: u64,
+    backing_size: u64,
+    cluster_bits: u32,
+    raw_size: u64,
+    crypt_method: u32,
+    l1_size: u32,
+    l1_offset: u64,
+    refcount_offset: u64,
+    refcount_clusters: u64,
+    nb_snapshots: u64,
+    snapshots_offset: u64,
+    incompatible: u64,
+    compatible: u64,
+    autoclear: u64,
+    refcount_order: u32,
+    header_length: u64,
+}
+
 /// Reads and validates the header of `src`.
 pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, DiskError> {
     let name = src.name();
     let file_len = src.len();
-    let bad = |off: u64, why: String| corrupt(name, STRUCT_HEADER, off, why);
-
-    let mut prefix = vec![0u8; usize::try_from(file_len.min(PREFIX)).unwrap_or(0)];
+    let mut prefix = vec![0u8; usize::try_from(file_len.min(QCOW2_PREFIX)).unwrap_or(0)];
     let got = read_prefix(src, 0, &mut prefix)?;
     prefix.truncate(got);
-    let h = &prefix;
+    let x = fixed_fields(name, file_len, &prefix)?;
+    let cs = 1u64 << x.cluster_bits;
+    // Everything below reads cluster 0 only.
+    let c0 = Cluster0 {
+        src,
+        prefix,
+        end: cs.min(file_len),
+    };
+    let compression = compression_type(&c0, &x)?;
+    let ext_end = if x.backing_offset != 0 {
+        x.backing_offset
+    } else {
+        cs
+    };
+    let exts = extensions(&c0, x.header_length, ext_end);
+    refuse_unknown_features(name, x.incompatible, exts.as_ref().ok())?;
+    let exts = exts?;
+    let (size, metadata) = check_tables(name, file_len, &x, limits)?;
+    let backing_file = backing_name(&c0, &x)?;
+    if x.autoclear & AUTOCLEAR_DATA_FILE_RAW != 0 && x.incompatible & INCOMPAT_DATA_FILE == 0 {
+        return Err(corrupt(
+            name,
+            STRUCT_HEADER,
+            88,
+            "the raw-external-data bit is set but the image has no external data file",
+        ));
+    }
+    Ok(Header {
+        version: x.version,
+        cluster_bits: x.cluster_bits,
+        size,
+        l1_size: x.l1_size,
+        l1_offset: x.l1_offset,
+        incompatible: x.incompatible,
+        compatible: x.compatible,
+        refcount_order: x.refcount_order,
+        compression,
+        backing_file,
+        data_file: exts.data_file,
+        metadata,
+    })
+}
+
+/// Magic, version, the fixed fields, and the checks that need nothing else
+/// (cluster size, header length, encryption, backing name offset).
+fn fixed_fields(name: &str, file_len: u64, h: &[u8]) -> Result<Fixed, DiskError> {
+    let bad = |off: u64, why: String| corrupt(name, STRUCT_HEADER, off, why);
     if h.len() < 8 {
         return Err(bad(
             0,
             format!("the file is {file_len} bytes, too short for a qcow2 header"),
         ));
     }
-    let magic = be32(h, 0);
+    let f = Fields::new(name, STRUCT_HEADER, 0, h);
+    let magic = f.be32(0)?;
     if magic != MAGIC {
         return Err(bad(
             0,
             format!("magic is {magic:#010x}, not {MAGIC:#010x} (\"QFI\\xfb\")"),
         ));
     }
-    let version = be32(h, 4);
+    let version = f.be32(4)?;
     if version != 2 && version != 3 {
         return Err(unsupported(
             name,
@@ -238,18 +290,27 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             ),
         ));
     }
-    let backing_offset = be64(h, 8);
-    let backing_size = u64::from(be32(h, 16));
-    let cluster_bits = be32(h, 20);
-    let raw_size = be64(h, 24);
-    let crypt_method = be32(h, 32);
-    let l1_size = be32(h, 36);
-    let l1_offset = be64(h, 40);
-    let refcount_offset = be64(h, 48);
-    let refcount_clusters = u64::from(be32(h, 56));
-    let nb_snapshots = u64::from(be32(h, 60));
-    let snapshots_offset = be64(h, 64);
-
+    let v3 = version == 3;
+    let x = Fixed {
+        version,
+        backing_offset: f.be64(8)?,
+        backing_size: u64::from(f.be32(16)?),
+        cluster_bits: f.be32(20)?,
+        raw_size: f.be64(24)?,
+        crypt_method: f.be32(32)?,
+        l1_size: f.be32(36)?,
+        l1_offset: f.be64(40)?,
+        refcount_offset: f.be64(48)?,
+        refcount_clusters: u64::from(f.be32(56)?),
+        nb_snapshots: u64::from(f.be32(60)?),
+        snapshots_offset: f.be64(64)?,
+        incompatible: if v3 { f.be64(72)? } else { 0 },
+        compatible: if v3 { f.be64(80)? } else { 0 },
+        autoclear: if v3 { f.be64(88)? } else { 0 },
+        refcount_order: if v3 { f.be32(96)? } else { 4 },
+        header_length: if v3 { u64::from(f.be32(100)?) } else { 72 },
+    };
+    let cluster_bits = x.cluster_bits;
     if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
         return Err(bad(
             20,
@@ -259,18 +320,8 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
         ));
     }
     let cs = 1u64 << cluster_bits;
-    let (incompatible, compatible, autoclear, refcount_order, header_length) = if version == 2 {
-        (0, 0, 0, 4, 72)
-    } else {
-        (
-            be64(h, 72),
-            be64(h, 80),
-            be64(h, 88),
-            be32(h, 96),
-            u64::from(be32(h, 100)),
-        )
-    };
-    if version == 3 && (header_length < 104 || !header_length.is_multiple_of(8)) {
+    let header_length = x.header_length;
+    if v3 && (header_length < 104 || !header_length.is_multiple_of(8)) {
         return Err(bad(
             100,
             format!("header_length is {header_length}; v3 needs at least 104 and a multiple of 8"),
@@ -282,7 +333,8 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             format!("header_length {header_length} exceeds the cluster size {cs}"),
         ));
     }
-    if crypt_method != 0 {
+    if x.crypt_method != 0 {
+        let crypt_method = x.crypt_method;
         let how = match crypt_method {
             1 => "AES-CBC",
             2 => "LUKS",
@@ -296,21 +348,23 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             )),
         ));
     }
-    if backing_offset > cs {
+    if x.backing_offset > cs {
         return Err(bad(
             8,
             format!(
-                "backing_file_offset {backing_offset} lies past the first cluster ({cs} bytes)"
+                "backing_file_offset {} lies past the first cluster ({cs} bytes)",
+                x.backing_offset
             ),
         ));
     }
-    // Everything below reads cluster 0 only.
-    let c0 = Cluster0 {
-        src,
-        prefix: prefix.clone(),
-        end: cs.min(file_len),
-    };
-    let ctype = if header_length > 104 {
+    Ok(x)
+}
+
+/// The compression type byte (v3 with a long header) and its agreement
+/// with the incompatible bit.
+fn compression_type(c0: &Cluster0<'_>, x: &Fixed) -> Result<Compression, DiskError> {
+    let name = c0.src.name();
+    let ctype = if x.header_length > 104 {
         c0.bytes(104, 1, STRUCT_HEADER)?
             .first()
             .copied()
@@ -329,40 +383,62 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             ));
         }
     };
-    if (compression != Compression::Zlib) != (incompatible & INCOMPAT_COMPRESSION != 0) {
-        return Err(bad(
+    if (compression != Compression::Zlib) != (x.incompatible & INCOMPAT_COMPRESSION != 0) {
+        return Err(corrupt(
+            name,
+            STRUCT_HEADER,
             72,
             format!(
                 "compression type {ctype} does not agree with the compression-type incompatible bit (bit 3 must be set exactly when the type is not zlib)"
             ),
         ));
     }
-    let ext_end = if backing_offset != 0 {
-        backing_offset
-    } else {
-        cs
-    };
-    let exts = extensions(&c0, header_length, ext_end);
+    Ok(compression)
+}
+
+/// Refuses incompatible feature bits imgcheck does not know, naming them
+/// from the feature name table when the image has one.
+fn refuse_unknown_features(
+    name: &str,
+    incompatible: u64,
+    exts: Option<&Extensions>,
+) -> Result<(), DiskError> {
     let unknown = incompatible & !INCOMPAT_KNOWN;
-    if unknown != 0 {
-        let feats = exts.as_ref().map(|e| e.features.as_slice()).unwrap_or(&[]);
-        let bits: Vec<String> = (0..64u8)
-            .filter(|b| unknown & (1u64 << b) != 0)
-            .map(
-                |b| match feats.iter().find(|(t, fb, _)| *t == 0 && *fb == b) {
-                    Some((_, _, n)) => format!("{b} ({n:?})"),
-                    None => b.to_string(),
-                },
-            )
-            .collect();
-        return Err(unsupported(
-            name,
-            format!("qcow2 incompatible feature bit(s) {}", bits.join(", ")),
-            Some("a newer qemu-img may convert it: `qemu-img convert -O qcow2 -o compat=1.1`"),
-        ));
+    if unknown == 0 {
+        return Ok(());
     }
-    let exts = exts?;
-    if incompatible & INCOMPAT_EXTL2 != 0 && cluster_bits < 14 {
+    let feats = exts.map(|e| e.features.as_slice()).unwrap_or(&[]);
+    let bits: Vec<String> = (0..64u8)
+        .filter(|b| unknown & (1u64 << b) != 0)
+        .map(
+            |b| match feats.iter().find(|(t, fb, _)| *t == 0 && *fb == b) {
+                Some((_, _, n)) => format!("{b} ({n:?})"),
+                None => b.to_string(),
+            },
+        )
+        .collect();
+    Err(unsupported(
+        name,
+        format!("qcow2 incompatible feature bit(s) {}", bits.join(", ")),
+        Some("a newer qemu-img may convert it: `qemu-img convert -O qcow2 -o compat=1.1`"),
+    ))
+}
+
+/// The checks on sizes and tables: refcount order and table, snapshots,
+/// virtual size, L1 size; then where the tables lie: inside the file and
+/// not on top of each other or the header (qemu's QCOW2_OL_MAIN_HEADER,
+/// _ACTIVE_L1, _REFCOUNT_TABLE, _SNAPSHOT_TABLE). Returns the virtual size
+/// and the metadata regions.
+fn check_tables(
+    name: &str,
+    file_len: u64,
+    x: &Fixed,
+    limits: &Limits,
+) -> Result<(u64, Regions), DiskError> {
+    let bad = |off: u64, why: String| corrupt(name, STRUCT_HEADER, off, why);
+    let cluster_bits = x.cluster_bits;
+    let cs = 1u64 << cluster_bits;
+    if x.incompatible & INCOMPAT_EXTL2 != 0 && cluster_bits < 14 {
         return Err(bad(
             20,
             format!(
@@ -370,53 +446,60 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             ),
         ));
     }
-    if refcount_order > 6 {
+    if x.refcount_order > 6 {
         return Err(bad(
             96,
-            format!("refcount_order is {refcount_order}; at most 6 (64-bit refcounts)"),
+            format!(
+                "refcount_order is {}; at most 6 (64-bit refcounts)",
+                x.refcount_order
+            ),
         ));
     }
-    if refcount_clusters == 0 {
+    if x.refcount_clusters == 0 {
         return Err(bad(56, "the image has no refcount table".into()));
     }
-    let max_rc = MAX_REFTABLE_BYTES >> cluster_bits;
-    if refcount_clusters > max_rc {
+    let max_rc = QCOW2_MAX_REFTABLE_BYTES >> cluster_bits;
+    if x.refcount_clusters > max_rc {
         return Err(limit(
             name,
             STRUCT_HEADER,
             56,
             "refcount_table_clusters",
-            refcount_clusters,
+            x.refcount_clusters,
             max_rc,
         ));
     }
+    let refcount_bytes = x.refcount_clusters * cs;
     check_table(
         name,
         file_len,
         cs,
         48,
         "refcount table",
-        refcount_offset,
-        refcount_clusters * cs,
+        x.refcount_offset,
+        refcount_bytes,
     )?;
-    if nb_snapshots > MAX_SNAPSHOTS {
+    if x.nb_snapshots > QCOW2_MAX_SNAPSHOTS {
         return Err(limit(
             name,
             STRUCT_HEADER,
             60,
             "nb_snapshots",
-            nb_snapshots,
-            MAX_SNAPSHOTS,
+            x.nb_snapshots,
+            QCOW2_MAX_SNAPSHOTS,
         ));
     }
-    if !snapshots_offset.is_multiple_of(cs) {
+    if !x.snapshots_offset.is_multiple_of(cs) {
         return Err(bad(
             64,
-            format!("snapshot table offset {snapshots_offset} is not cluster aligned"),
+            format!(
+                "snapshot table offset {} is not cluster aligned",
+                x.snapshots_offset
+            ),
         ));
     }
     // Virtual size: qemu counts whole sectors only.
-    let size = raw_size & !511;
+    let size = x.raw_size & !511;
     if size > limits.max_virtual_size {
         return Err(limit(
             name,
@@ -427,7 +510,7 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
             limits.max_virtual_size,
         ));
     }
-    let l1_bytes = u64::from(l1_size) * 8;
+    let l1_bytes = u64::from(x.l1_size) * 8;
     if l1_bytes > limits.max_table_bytes {
         return Err(limit(
             name,
@@ -439,71 +522,91 @@ pub(super) fn parse(src: &dyn ByteSource, limits: &Limits) -> Result<Header, Dis
         ));
     }
     // One L1 entry maps cs * (cs / entry_size) bytes: at most 2^39.
-    let entry_bytes = if incompatible & INCOMPAT_EXTL2 != 0 {
+    let entry_bytes = if x.incompatible & INCOMPAT_EXTL2 != 0 {
         16
     } else {
         8
     };
     let per_l1 = cs * (cs / entry_bytes);
     let needed = size.div_ceil(per_l1);
-    if u64::from(l1_size) < needed {
+    if u64::from(x.l1_size) < needed {
         return Err(bad(
             36,
             format!(
-                "L1 table has {l1_size} entries, too few for the virtual size {size} (needs {needed})"
+                "L1 table has {} entries, too few for the virtual size {size} (needs {needed})",
+                x.l1_size
             ),
         ));
     }
-    check_table(name, file_len, cs, 40, "L1 table", l1_offset, l1_bytes)?;
+    check_table(name, file_len, cs, 40, "L1 table", x.l1_offset, l1_bytes)?;
+    let metadata = claim_metadata(name, x, refcount_bytes, l1_bytes)?;
+    Ok((size, metadata))
+}
 
-    let backing_file = if backing_offset != 0 {
-        let room = MAX_BACKING_NAME.min(cs - backing_offset);
-        if backing_size > MAX_BACKING_NAME {
-            return Err(limit(
-                name,
-                STRUCT_HEADER,
-                16,
-                "backing file name length",
-                backing_size,
-                MAX_BACKING_NAME,
-            ));
-        }
-        if backing_size > room {
-            return Err(bad(
-                16,
-                format!(
-                    "backing file name of {backing_size} bytes at {backing_offset} runs past the first cluster"
-                ),
-            ));
-        }
-        Some(text(&c0.bytes(
-            backing_offset,
-            backing_size,
+/// The header cluster and the tables the header places, none on another
+/// (qemu's QCOW2_OL_MAIN_HEADER, _ACTIVE_L1, _REFCOUNT_TABLE,
+/// _SNAPSHOT_TABLE).
+fn claim_metadata(
+    name: &str,
+    x: &Fixed,
+    refcount_bytes: u64,
+    l1_bytes: u64,
+) -> Result<Regions, DiskError> {
+    let cs = 1u64 << x.cluster_bits;
+    let mut metadata = Regions::new();
+    metadata.claim(name, STRUCT_HEADER, 0, cs)?;
+    metadata.claim(
+        name,
+        "qcow2 refcount table",
+        x.refcount_offset,
+        refcount_bytes,
+    )?;
+    metadata.claim(name, "qcow2 L1 table", x.l1_offset, l1_bytes)?;
+    if x.nb_snapshots > 0 {
+        // Its length needs the table parsed; it owns at least its first
+        // cluster (tables are allocated in whole clusters).
+        metadata.claim(name, "qcow2 snapshot table", x.snapshots_offset, cs)?;
+    }
+    Ok(metadata)
+}
+
+/// The backing file name, if the header names one (reported, never
+/// opened).
+fn backing_name(c0: &Cluster0<'_>, x: &Fixed) -> Result<Option<String>, DiskError> {
+    let name = c0.src.name();
+    let (backing_offset, backing_size) = (x.backing_offset, x.backing_size);
+    if backing_offset == 0 {
+        return Ok(None);
+    }
+    let cs = 1u64 << x.cluster_bits;
+    // fixed_fields checked backing_offset <= cs.
+    let room = QCOW2_MAX_BACKING_NAME.min(cs - backing_offset);
+    if backing_size > QCOW2_MAX_BACKING_NAME {
+        return Err(limit(
+            name,
             STRUCT_HEADER,
-        )?))
-        .filter(|s| !s.is_empty())
-    } else {
-        None
-    };
-    if autoclear & AUTOCLEAR_DATA_FILE_RAW != 0 && incompatible & INCOMPAT_DATA_FILE == 0 {
-        return Err(bad(
-            88,
-            "the raw-external-data bit is set but the image has no external data file".into(),
+            16,
+            "backing file name length",
+            backing_size,
+            QCOW2_MAX_BACKING_NAME,
         ));
     }
-    Ok(Header {
-        version,
-        cluster_bits,
-        size,
-        l1_size,
-        l1_offset,
-        incompatible,
-        compatible,
-        refcount_order,
-        compression,
-        backing_file,
-        data_file: exts.data_file,
-    })
+    if backing_size > room {
+        return Err(corrupt(
+            name,
+            STRUCT_HEADER,
+            16,
+            format!(
+                "backing file name of {backing_size} bytes at {backing_offset} runs past the first cluster"
+            ),
+        ));
+    }
+    Ok(Some(text(&c0.bytes(
+        backing_offset,
+        backing_size,
+        STRUCT_HEADER,
+    )?))
+    .filter(|s| !s.is_empty()))
 }
 
 /// A table named by the header: cluster aligned and inside the file.

@@ -51,10 +51,11 @@ use self::header::{
     INCOMPAT_DIRTY,
 };
 use crate::cache::Lru;
+use crate::context::OpenContext;
 use crate::disk::{DiskImage, DiskInfo, ExternalRef, MapKind, Mapping};
 use crate::error::{DiskError, corrupt};
 use crate::format::Format;
-use crate::open::OpenContext;
+use crate::parse::Regions;
 
 const STRUCT_L1: &str = "qcow2 L1 table";
 const STRUCT_L2: &str = "qcow2 L2 table";
@@ -70,14 +71,12 @@ const L2_RESERVED: u64 = 0x3F00_0000_0000_01FE;
 const L2_COMPRESSED: u64 = 1 << 62;
 const L2_ZERO: u64 = 1;
 
-/// What one guest (sub)cluster is, before merging into runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Unallocated,
-    Zero,
-    /// Host offset of the guest byte asked about.
-    Data(u64),
-    Compressed,
+/// Guest bytes stored verbatim at `host` in the image file.
+fn data(host: u64) -> MapKind {
+    MapKind::Data {
+        file: 0,
+        host_offset: host,
+    }
 }
 
 /// An L2 table as read from the file, decoded to host order.
@@ -97,6 +96,9 @@ pub struct Qcow2Image {
     compression: Compression,
     l1: Vec<u64>,
     l1_offset: u64,
+    /// Header, L1, refcount and snapshot tables: no L2 table may overlap
+    /// them.
+    metadata: Regions,
     file_len: u64,
     l2_cache: Mutex<Lru<u64, Table>>,
     decoded: Mutex<Lru<u64, Decoded>>,
@@ -177,6 +179,7 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
         compression: h.compression,
         l1,
         l1_offset: h.l1_offset,
+        metadata: h.metadata.clone(),
         file_len: src.len(),
         l2_cache: Mutex::new(Lru::new(ctx.limits.table_cache_entries)),
         decoded: Mutex::new(Lru::new(4)),
@@ -236,6 +239,9 @@ impl Qcow2Image {
         if let Some(t) = self.lock_l2().get(off) {
             return Ok(Some((off, t)));
         }
+        // qemu's QCOW2_OL_ACTIVE_L2 rule: an L2 table on the header or
+        // another table would be read as garbage.
+        self.metadata.check(self.name(), STRUCT_L2, off, cs)?;
         let raw = read_vec(self.source.as_ref(), off, cs, cs)?;
         let t: Table = Arc::new(
             raw.chunks_exact(8)
@@ -253,7 +259,7 @@ impl Qcow2Image {
 
     /// What guest byte `pos` is and for how many bytes (within its cluster)
     /// that holds. `table` is the L2 table covering `pos`.
-    fn segment(&self, l2_off: u64, table: &[u64], pos: u64) -> Result<(Kind, u64), DiskError> {
+    fn segment(&self, l2_off: u64, table: &[u64], pos: u64) -> Result<(MapKind, u64), DiskError> {
         let cs = self.cluster_size();
         let within = pos & (cs - 1);
         let idx = (pos >> self.cluster_bits) & ((1u64 << self.l2_bits) - 1);
@@ -283,7 +289,7 @@ impl Qcow2Image {
             }
             self.compressed_extent(e)
                 .map_err(|why| bad(why.to_owned()))?;
-            return Ok((Kind::Compressed, cs - within));
+            return Ok((MapKind::Encoded, cs - within));
         }
         if e & L2_RESERVED != 0 {
             return Err(bad("reserved bits are set".into()));
@@ -311,13 +317,13 @@ impl Qcow2Image {
                 if !self.v3 {
                     return Err(bad("zero flag in a version 2 image".into()));
                 }
-                return Ok((Kind::Zero, cs - within));
+                return Ok((MapKind::Zero, cs - within));
             }
             if host == 0 {
-                return Ok((Kind::Unallocated, cs - within));
+                return Ok((MapKind::Unallocated, cs - within));
             }
             check_host()?;
-            return Ok((Kind::Data(host + within), cs - within));
+            return Ok((data(host + within), cs - within));
         }
         if e & L2_ZERO != 0 {
             return Err(bad("bit 0 is reserved with extended L2 entries".into()));
@@ -346,9 +352,9 @@ impl Qcow2Image {
         }
         let len = j * sc_size - within;
         let kind = match first {
-            (1, _) => Kind::Data(host + within),
-            (_, 1) => Kind::Zero,
-            _ => Kind::Unallocated,
+            (1, _) => data(host + within),
+            (_, 1) => MapKind::Zero,
+            _ => MapKind::Unallocated,
         };
         Ok((kind, len))
     }
@@ -387,15 +393,6 @@ impl Qcow2Image {
     }
 }
 
-/// Whether a segment of `next` kind continues a run of `run` kind that is
-/// `len` bytes long.
-fn continues(run: Kind, len: u64, next: Kind) -> bool {
-    match (run, next) {
-        (Kind::Data(a), Kind::Data(b)) => a.checked_add(len) == Some(b),
-        (a, b) => a == b,
-    }
-}
-
 impl DiskImage for Qcow2Image {
     fn info(&self) -> &DiskInfo {
         &self.info
@@ -405,7 +402,7 @@ impl DiskImage for Qcow2Image {
         let size = self.info.virtual_size;
         let end = guest_offset.saturating_add(max_len).min(size);
         let table_bits = self.cluster_bits + self.l2_bits;
-        let mut run: Option<(Kind, u64)> = None;
+        let mut run: Option<(MapKind, u64)> = None;
         let mut pos = guest_offset;
         'tables: while pos < end {
             let l1_idx = pos >> table_bits;
@@ -419,7 +416,7 @@ impl DiskImage for Qcow2Image {
             };
             while pos < table_end {
                 let (kind, len) = match &table {
-                    None => (Kind::Unallocated, table_end - pos),
+                    None => (MapKind::Unallocated, table_end - pos),
                     Some((off, t)) => match self.segment(*off, t, pos) {
                         Ok(s) => s,
                         Err(_) if run.is_some() => break 'tables,
@@ -429,22 +426,13 @@ impl DiskImage for Qcow2Image {
                 let len = len.min(table_end - pos);
                 match &mut run {
                     None => run = Some((kind, len)),
-                    Some((k, l)) if continues(*k, *l, kind) => *l += len,
+                    Some((k, l)) if k.continues(*l, kind) => *l += len,
                     Some(_) => break 'tables,
                 }
                 pos += len;
             }
         }
-        let (kind, len) = run.unwrap_or((Kind::Unallocated, 1));
-        let kind = match kind {
-            Kind::Unallocated => MapKind::Unallocated,
-            Kind::Zero => MapKind::Zero,
-            Kind::Data(h) => MapKind::Data {
-                file: 0,
-                host_offset: h,
-            },
-            Kind::Compressed => MapKind::Encoded,
-        };
+        let (kind, len) = run.unwrap_or((MapKind::Unallocated, 1));
         Ok(Mapping {
             kind,
             len: len.max(1),

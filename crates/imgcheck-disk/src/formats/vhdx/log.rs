@@ -34,9 +34,10 @@ use std::sync::Arc;
 
 use imgcheck_source::{Access, ByteSource, SourceError, check_range, read_vec};
 
-use super::{Guid, Header, MIB, checksum, guid_at, le32, le64};
+use super::{Guid, Header, MIB, checksum, stored_checksum};
 use crate::error::{DiskError, corrupt, limit};
 use crate::limits::Limits;
+use crate::parse::Fields;
 
 const SECTOR: u64 = 4096;
 /// [`SECTOR`] as a buffer length.
@@ -195,11 +196,12 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid, budget: &mut u64) -> Result<En
     if head.get(..4) != Some(b"loge") {
         return Err("no \"loge\" signature".into());
     }
-    let length = u64::from(le32(&head, 8));
-    let tail = u64::from(le32(&head, 12));
-    let sequence = le64(&head, 16);
-    let count = u64::from(le32(&head, 24));
-    if guid_at(&head, 32) != *guid {
+    let h = Fields::new("", "VHDX log entry", off, &head);
+    let length = u64::from(h.le32(8)?);
+    let tail = u64::from(h.le32(12)?);
+    let sequence = h.le64(16)?;
+    let count = u64::from(h.le32(24)?);
+    if h.guid(32)? != *guid {
         return Err("another log GUID".into());
     }
     if length < SECTOR || length % SECTOR != 0 || length > n {
@@ -218,16 +220,17 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid, budget: &mut u64) -> Result<En
     }
     *budget -= length;
     let whole = circ(log, off, length).ok_or("entry does not fit")?;
-    if checksum(&whole) != le32(&whole, 4) {
+    if checksum(&whole) != stored_checksum(&whole) {
         return Err("CRC-32C mismatch".into());
     }
+    let w = Fields::new("", "VHDX log entry", off, &whole);
     let mut ops = Vec::new();
     let mut data_sector = desc_sectors;
     for i in 0..us(count) {
         let d = 64 + i * 32;
         let sig = whole.get(d..d + 4).unwrap_or(&[]);
-        let offset = le64(&whole, d + 16);
-        if le64(&whole, d + 24) != sequence {
+        let offset = w.le64(d + 16)?;
+        if w.le64(d + 24)? != sequence {
             return Err(format!("descriptor {i} has another sequence number"));
         }
         if !offset.is_multiple_of(SECTOR) {
@@ -236,7 +239,7 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid, budget: &mut u64) -> Result<En
             ));
         }
         if sig == b"zero" {
-            let zl = le64(&whole, d + 8);
+            let zl = w.le64(d + 8)?;
             if !zl.is_multiple_of(SECTOR) || offset.checked_add(zl).is_none() {
                 return Err(format!("zero descriptor {i} length {zl}"));
             }
@@ -246,9 +249,10 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid, budget: &mut u64) -> Result<En
             let s = whole
                 .get(at..at.saturating_add(SECTOR_BYTES))
                 .ok_or_else(|| format!("data descriptor {i} has no data sector"))?;
+            let sf = Fields::new("", "VHDX log entry", off, s);
             if s.get(..4) != Some(b"data")
-                || u64::from(le32(s, 4)) != sequence >> 32
-                || u64::from(le32(s, 4092)) != sequence & 0xFFFF_FFFF
+                || u64::from(sf.le32(4)?) != sequence >> 32
+                || u64::from(sf.le32(4092)?) != sequence & 0xFFFF_FFFF
             {
                 return Err(format!("data sector of descriptor {i} is not valid"));
             }
@@ -276,8 +280,8 @@ fn parse_entry(log: &[u8], off: u64, guid: &Guid, budget: &mut u64) -> Result<En
         length,
         tail,
         sequence,
-        flushed_file_offset: le64(&head, 48),
-        last_file_offset: le64(&head, 56),
+        flushed_file_offset: h.le64(48)?,
+        last_file_offset: h.le64(56)?,
         ops,
     })
 }
@@ -312,6 +316,30 @@ pub(super) fn replay(
         ));
     }
     let log = read_vec(file.as_ref(), at, len, limits.max_table_bytes)?;
+    let (entries, first_error) = scan(&log, h, &name, at)?;
+    let Some(chain) = best_sequence(&entries, len) else {
+        return Err(corrupt(
+            &name,
+            S_LOG,
+            at,
+            format!(
+                "the header says the log must be replayed, but it holds no valid entry sequence ({}); refusing to read possibly stale data",
+                first_error.unwrap_or_else(|| "no entry with this file's log GUID".into())
+            ),
+        ));
+    };
+    apply(file, entries, &chain, &name, at)
+}
+
+/// Every valid entry of the log by log offset, and the first reason an
+/// entry-looking sector was not valid.
+fn scan(
+    log: &[u8],
+    h: &Header,
+    name: &str,
+    at: u64,
+) -> Result<(HashMap<u64, Entry>, Option<String>), DiskError> {
+    let len = log.len() as u64;
     let mut entries: HashMap<u64, Entry> = HashMap::new();
     let mut first_error = None;
     // Checking an entry costs its length (copy and CRC). A hostile log can
@@ -326,7 +354,7 @@ pub(super) fn replay(
             off += SECTOR;
             continue;
         }
-        match parse_entry(&log, off, &h.log_guid, &mut budget) {
+        match parse_entry(log, off, &h.log_guid, &mut budget) {
             Ok(e) => {
                 let next = off + e.length;
                 entries.insert(off, e);
@@ -334,7 +362,7 @@ pub(super) fn replay(
             }
             Err(why) if why == OVER_BUDGET => {
                 return Err(corrupt(
-                    &name,
+                    name,
                     S_LOG,
                     at + off,
                     "the log needs replay, but too many damaged entries claim large sizes to check them all; refusing to read possibly stale data",
@@ -346,6 +374,12 @@ pub(super) fn replay(
             }
         }
     }
+    Ok((entries, first_error))
+}
+
+/// The chain of entry offsets to replay: the valid sequence with the
+/// highest sequence number, or `None`.
+fn best_sequence(entries: &HashMap<u64, Entry>, len: u64) -> Option<Vec<u64>> {
     // Runs: entries that follow each other in the log with sequence
     // numbers increasing by one. A sequence from tail T to head H is valid
     // exactly when T is in H's run at or before H, so one pass over the
@@ -383,17 +417,17 @@ pub(super) fn replay(
             }
         }
     }
-    let Some((_, chain)) = best else {
-        return Err(corrupt(
-            &name,
-            S_LOG,
-            at,
-            format!(
-                "the header says the log must be replayed, but it holds no valid entry sequence ({}); refusing to read possibly stale data",
-                first_error.unwrap_or_else(|| "no entry with this file's log GUID".into())
-            ),
-        ));
-    };
+    best.map(|(_, chain)| chain)
+}
+
+/// Applies the entries of `chain`, in order, as an overlay over `file`.
+fn apply(
+    file: Arc<dyn ByteSource>,
+    mut entries: HashMap<u64, Entry>,
+    chain: &[u64],
+    name: &str,
+    at: u64,
+) -> Result<Arc<dyn ByteSource>, DiskError> {
     let base_len = file.len();
     let mut r = Replayed {
         base: file,
@@ -401,13 +435,13 @@ pub(super) fn replay(
         len: base_len,
     };
     let mut last_file_offset = 0;
-    for off in &chain {
+    for off in chain {
         let Some(e) = entries.remove(off) else {
             continue;
         };
         if e.flushed_file_offset > base_len {
             return Err(corrupt(
-                &name,
+                name,
                 S_LOG,
                 at + off,
                 format!(

@@ -51,10 +51,15 @@ use std::sync::Arc;
 use imgcheck_source::{ByteSource, read_vec};
 use serde_json::json;
 
+use crate::context::OpenContext;
 use crate::disk::{DiskImage, DiskInfo, ExternalRef, MapKind, Mapping};
 use crate::error::{DiskError, corrupt, limit, unsupported};
 use crate::format::Format;
-use crate::open::OpenContext;
+use crate::limits::{
+    VHDX_MAX_BLOCK as MAX_BLOCK, VHDX_MAX_TABLE_ENTRIES as MAX_TABLE_ENTRIES,
+    VHDX_MAX_VIRTUAL_SIZE as MAX_VIRTUAL, VHDX_MIN_BLOCK as MIN_BLOCK,
+};
+use crate::parse::{Fields, Regions};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -64,14 +69,8 @@ const HEADER_LEN: usize = 4096;
 /// Region table copies (64 KiB each).
 const REGION_OFFSETS: [u64; 2] = [192 * KIB, 256 * KIB];
 const REGION_LEN: usize = 64 * 1024;
-/// Entry-count limits of the spec (region table and metadata table).
-const MAX_TABLE_ENTRIES: u32 = 2047;
 /// Metadata table header and entry area (items start at 64 KiB or later).
 const METADATA_TABLE_LEN: usize = 64 * 1024;
-const MIN_BLOCK: u64 = MIB;
-const MAX_BLOCK: u64 = 256 * MIB;
-/// The spec's largest virtual disk.
-const MAX_VIRTUAL: u64 = 64 << 40;
 
 // Payload block states (BAT bits 0..=2).
 const PAYLOAD_NOT_PRESENT: u64 = 0;
@@ -155,30 +154,6 @@ const S_METADATA: &str = "VHDX metadata";
 const S_BAT: &str = "VHDX BAT";
 const S_BITMAP: &str = "VHDX sector bitmap";
 
-fn le16(b: &[u8], off: usize) -> u16 {
-    b.get(off..off + 2)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-fn le32(b: &[u8], off: usize) -> u32 {
-    b.get(off..off + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
-fn le64(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 8)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
-fn guid_at(b: &[u8], off: usize) -> Guid {
-    b.get(off..off + 16)
-        .and_then(|s| s.try_into().ok())
-        .unwrap_or([0; 16])
-}
-
 /// CRC-32C of `buf` with its checksum field (bytes 4..8) taken as zero,
 /// as every VHDX structure computes it.
 fn checksum(buf: &[u8]) -> u32 {
@@ -187,8 +162,17 @@ fn checksum(buf: &[u8]) -> u32 {
     crc32c::crc32c_append(crc, buf.get(8..).unwrap_or(&[]))
 }
 
+/// The checksum stored at bytes 4..8 of a structure.
+fn stored_checksum(buf: &[u8]) -> u32 {
+    // Every caller passes a whole structure (≥ 4 KiB); a short one has no
+    // valid checksum.
+    buf.get(4..8)
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map_or(!checksum(buf), u32::from_le_bytes)
+}
+
 fn checksum_ok(buf: &[u8]) -> bool {
-    checksum(buf) == le32(buf, 4)
+    checksum(buf) == stored_checksum(buf)
 }
 
 /// The fields of the current header we use.
@@ -207,18 +191,19 @@ struct Header {
 fn read_header(src: &dyn ByteSource, slot: usize) -> Result<Header, String> {
     let at = HEADER_OFFSETS.get(slot).copied().unwrap_or(0);
     let b = read_vec(src, at, HEADER_LEN as u64, HEADER_LEN as u64).map_err(|e| e.to_string())?;
+    let f = Fields::new(src.name(), S_HEADER, at, &b);
     if b.get(..4) != Some(b"head") {
         return Err("no \"head\" signature".into());
     }
     if !checksum_ok(&b) {
         return Err(format!(
             "CRC-32C mismatch (stored {:#010x}, computed {:#010x})",
-            le32(&b, 4),
+            stored_checksum(&b),
             checksum(&b)
         ));
     }
-    let log_version = le16(&b, 64);
-    let version = le16(&b, 66);
+    let log_version = f.le16(64)?;
+    let version = f.le16(66)?;
     if version != 1 || log_version != 0 {
         return Err(format!(
             "version {version} / log version {log_version} (only 1 / 0 exist)"
@@ -226,10 +211,10 @@ fn read_header(src: &dyn ByteSource, slot: usize) -> Result<Header, String> {
     }
     Ok(Header {
         slot,
-        sequence: le64(&b, 8),
-        log_guid: guid_at(&b, 48),
-        log_length: le32(&b, 68),
-        log_offset: le64(&b, 72),
+        sequence: f.le64(8)?,
+        log_guid: f.guid(48)?,
+        log_length: f.le32(68)?,
+        log_offset: f.le64(72)?,
     })
 }
 
@@ -268,17 +253,18 @@ fn read_regions(
         Ok(b) => b,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    let f = Fields::new(name, S_REGION, at, &b);
     if b.get(..4) != Some(b"regi") {
         return Ok(Err("no \"regi\" signature".into()));
     }
     if !checksum_ok(&b) {
         return Ok(Err(format!(
             "CRC-32C mismatch (stored {:#010x}, computed {:#010x})",
-            le32(&b, 4),
+            stored_checksum(&b),
             checksum(&b)
         )));
     }
-    let count = le32(&b, 8);
+    let count = f.le32(8)?;
     if count > MAX_TABLE_ENTRIES {
         return Ok(Err(format!(
             "{count} entries, more than the {MAX_TABLE_ENTRIES} allowed"
@@ -288,10 +274,10 @@ fn read_regions(
     let (mut bat, mut meta) = (None, None);
     for i in 0..count as usize {
         let e = 16 + i * 32;
-        let id = guid_at(&b, e);
-        let offset = le64(&b, e + 16);
-        let length = u64::from(le32(&b, e + 24));
-        let required = le32(&b, e + 28) & 1 != 0;
+        let id = f.guid(e)?;
+        let offset = f.le64(e + 16)?;
+        let length = u64::from(f.le32(e + 24)?);
+        let required = f.le32(e + 28)? & 1 != 0;
         let eat = at + e as u64;
         let slot = if id == REGION_BAT {
             &mut bat
@@ -405,10 +391,11 @@ fn read_metadata(
         METADATA_TABLE_LEN as u64,
         METADATA_TABLE_LEN as u64,
     )?;
+    let f = Fields::new(name, S_METADATA, at, &t);
     if t.get(..8) != Some(b"metadata") {
         return Err(corrupt(name, S_METADATA, at, "no \"metadata\" signature"));
     }
-    let count = u32::from(le16(&t, 10));
+    let count = u32::from(f.le16(10)?);
     if count > MAX_TABLE_ENTRIES {
         return Err(corrupt(
             name,
@@ -422,10 +409,10 @@ fn read_metadata(
     for i in 0..count as usize {
         let e = 32 + i * 32;
         let eat = at + e as u64;
-        let id = guid_at(&t, e);
-        let off = u64::from(le32(&t, e + 16));
-        let len = u64::from(le32(&t, e + 20));
-        let flags = le32(&t, e + 24);
+        let id = f.guid(e)?;
+        let off = u64::from(f.le32(e + 16)?);
+        let len = u64::from(f.le32(e + 20)?);
+        let flags = f.le32(e + 24)?;
         let required = flags & 4 != 0;
         let which = [
             META_FILE_PARAMETERS,
@@ -481,20 +468,29 @@ fn read_metadata(
         let want = if which == 5 { len } else { fixed_len };
         let item_at = at + off;
         let d = read_vec(src, item_at, want, max_item)?;
+        let item = Fields::new(name, S_METADATA, item_at, &d);
         match which {
             0 => {
-                m.block_size = u64::from(le32(&d, 0));
-                let f = le32(&d, 4);
-                m.leave_allocated = f & 1 != 0;
-                m.has_parent = f & 2 != 0;
+                m.block_size = u64::from(item.le32(0)?);
+                let flags = item.le32(4)?;
+                m.leave_allocated = flags & 1 != 0;
+                m.has_parent = flags & 2 != 0;
             }
-            1 => m.virtual_size = le64(&d, 0),
+            1 => m.virtual_size = item.le64(0)?,
             2 => {}
-            3 => m.logical_sector = u64::from(le32(&d, 0)),
-            4 => m.physical_sector = u64::from(le32(&d, 0)),
+            3 => m.logical_sector = u64::from(item.le32(0)?),
+            4 => m.physical_sector = u64::from(item.le32(0)?),
             _ => m.parent = parse_locator(name, item_at, &d)?,
         }
     }
+    check_metadata(name, at, &m, &seen)?;
+    Ok(m)
+}
+
+/// The checks on the metadata as a whole: the items qemu requires, block
+/// and sector sizes, the spec's largest disk, a parent for a differencing
+/// disk. `seen` says which of the known items were present.
+fn check_metadata(name: &str, at: u64, m: &Metadata, seen: &[bool; 6]) -> Result<(), DiskError> {
     // qemu requires these five; so do we (an image qemu reads, we read).
     let names = [
         "file parameters",
@@ -552,12 +548,13 @@ fn read_metadata(
             "a differencing disk (HasParent) without a parent locator",
         ));
     }
-    Ok(m)
+    Ok(())
 }
 
 /// The parent locator's key/value pairs (UTF-16LE strings).
 fn parse_locator(name: &str, at: u64, d: &[u8]) -> Result<Vec<(String, String)>, DiskError> {
-    let count = usize::from(le16(d, 18));
+    let f = Fields::new(name, "VHDX parent locator", at, d);
+    let count = usize::from(f.le16(18)?);
     let bad = |why: String| corrupt(name, "VHDX parent locator", at, why);
     count
         .checked_mul(12)
@@ -584,8 +581,8 @@ fn parse_locator(name: &str, at: u64, d: &[u8]) -> Result<Vec<(String, String)>,
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let e = 20 + i * 12;
-        let k = text(le32(d, e), le16(d, e + 8))?;
-        let v = text(le32(d, e + 4), le16(d, e + 10))?;
+        let k = text(f.le32(e)?, f.le16(e + 8)?)?;
+        let v = text(f.le32(e + 4)?, f.le16(e + 10)?)?;
         out.push((k, v));
     }
     Ok(out)
@@ -619,8 +616,37 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
         log::replay(ctx.source.clone(), &header, ctx.limits)?
     };
     let src = file.as_ref();
+    let (bat_region, meta_region) = region_table(src, name)?;
+    let metadata = claim_regions(name, &header, bat_region, meta_region)?;
+    let m = read_metadata(src, name, meta_region, ctx.limits.max_metadata_bytes)?;
+    if m.virtual_size > ctx.limits.max_virtual_size {
+        return Err(limit(
+            name,
+            S_METADATA,
+            meta_region.offset,
+            "virtual disk size (bytes)",
+            m.virtual_size,
+            ctx.limits.max_virtual_size,
+        ));
+    }
+    let bat = Bat::read(ctx, src, &m, bat_region)?;
+    let allocated = bat.check_payload(name, src.len(), &m, &metadata)?;
+    let info = vhdx_info(&header, &m, allocated);
+    Ok(Arc::new(VhdxImage {
+        file,
+        info,
+        bat: bat.entries,
+        block_size: m.block_size,
+        chunk_ratio: bat.chunk_ratio,
+        logical_sector: m.logical_sector,
+        differencing: m.has_parent,
+    }))
+}
 
-    let (bat_region, meta_region) = match read_regions(src, name, REGION_OFFSETS[0])? {
+/// The region table: the first copy, or the second when the first is
+/// damaged.
+fn region_table(src: &dyn ByteSource, name: &str) -> Result<(Region, Region), DiskError> {
+    Ok(match read_regions(src, name, REGION_OFFSETS[0])? {
         Ok(r) => r,
         Err(e1) => match read_regions(src, name, REGION_OFFSETS[1])? {
             Ok(r) => r,
@@ -635,135 +661,159 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
                 ));
             }
         },
-    };
-    let m = read_metadata(src, name, meta_region, ctx.limits.max_metadata_bytes)?;
-    if m.virtual_size > ctx.limits.max_virtual_size {
-        return Err(limit(
-            name,
-            S_METADATA,
-            meta_region.offset,
-            "virtual disk size (bytes)",
-            m.virtual_size,
-            ctx.limits.max_virtual_size,
-        ));
-    }
-    let bs = m.block_size;
-    // 2^23 sectors per chunk: ≥ 16 for the largest block and smallest sector.
-    let chunk_ratio = ((1u64 << 23) * m.logical_sector) / bs;
-    let blocks = m.virtual_size.div_ceil(bs);
-    let entries = if blocks == 0 {
-        0
-    } else if m.has_parent {
-        ((blocks - 1) / chunk_ratio + 1) * (chunk_ratio + 1)
-    } else {
-        blocks + (blocks - 1) / chunk_ratio
-    };
-    let bat_bytes = entries * 8;
-    if bat_bytes > ctx.limits.max_table_bytes {
-        return Err(limit(
-            name,
-            S_BAT,
+    })
+}
+
+/// The BAT, read whole, with its geometry.
+struct Bat {
+    entries: Vec<u64>,
+    /// Payload blocks per sector-bitmap block.
+    chunk_ratio: u64,
+    /// Payload blocks of the disk.
+    blocks: u64,
+    /// Where the BAT starts in the file.
+    offset: u64,
+}
+
+impl Bat {
+    /// Sizes the BAT from the metadata, checks it against the caps and
+    /// its region, and reads it.
+    fn read(
+        ctx: &OpenContext<'_>,
+        src: &dyn ByteSource,
+        m: &Metadata,
+        bat_region: Region,
+    ) -> Result<Self, DiskError> {
+        let name = ctx.name();
+        let bs = m.block_size;
+        // 2^23 sectors per chunk: ≥ 16 for the largest block and smallest sector.
+        let chunk_ratio = ((1u64 << 23) * m.logical_sector) / bs;
+        let blocks = m.virtual_size.div_ceil(bs);
+        let entries = if blocks == 0 {
+            0
+        } else if m.has_parent {
+            ((blocks - 1) / chunk_ratio + 1) * (chunk_ratio + 1)
+        } else {
+            blocks + (blocks - 1) / chunk_ratio
+        };
+        let bat_bytes = entries * 8;
+        if bat_bytes > ctx.limits.max_table_bytes {
+            return Err(limit(
+                name,
+                S_BAT,
+                bat_region.offset,
+                "BAT size (bytes)",
+                bat_bytes,
+                ctx.limits.max_table_bytes,
+            ));
+        }
+        if bat_bytes > bat_region.length {
+            return Err(corrupt(
+                name,
+                S_BAT,
+                bat_region.offset,
+                format!(
+                    "{entries} entries needed for {blocks} blocks do not fit in the {}-byte BAT region",
+                    bat_region.length
+                ),
+            ));
+        }
+        let raw_bat = read_vec(
+            src,
             bat_region.offset,
-            "BAT size (bytes)",
             bat_bytes,
             ctx.limits.max_table_bytes,
-        ));
+        )?;
+        let bat: Vec<u64> = raw_bat
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        Ok(Self {
+            entries: bat,
+            chunk_ratio,
+            blocks,
+            offset: bat_region.offset,
+        })
     }
-    if bat_bytes > bat_region.length {
-        return Err(corrupt(
-            name,
-            S_BAT,
-            bat_region.offset,
-            format!(
-                "{entries} entries needed for {blocks} blocks do not fit in the {}-byte BAT region",
-                bat_region.length
-            ),
-        ));
-    }
-    let raw_bat = read_vec(
-        src,
-        bat_region.offset,
-        bat_bytes,
-        ctx.limits.max_table_bytes,
-    )?;
-    let bat: Vec<u64> = raw_bat
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
 
-    // Validate every payload entry once, so map() can trust them.
-    let file_len = src.len();
-    let mut allocated = 0u64;
-    for b in 0..blocks {
-        let i = b + b / chunk_ratio;
-        let e = usize::try_from(i)
-            .ok()
-            .and_then(|i| bat.get(i))
-            .copied()
-            .unwrap_or(0);
-        let eat = bat_region.offset + i * 8;
-        let state = e & 7;
-        match state {
-            PAYLOAD_NOT_PRESENT
-            | PAYLOAD_UNDEFINED
-            | PAYLOAD_ZERO
-            | PAYLOAD_UNMAPPED
-            | PAYLOAD_UNMAPPED_QEMU => {}
-            PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT => {
-                if state == PAYLOAD_PARTIALLY_PRESENT && !m.has_parent {
+    /// Validates every payload entry once, so `map` can trust them, and
+    /// counts the allocated blocks.
+    fn check_payload(
+        &self,
+        name: &str,
+        file_len: u64,
+        m: &Metadata,
+        metadata: &Regions,
+    ) -> Result<u64, DiskError> {
+        let (bat, blocks, chunk_ratio, bs) =
+            (&self.entries, self.blocks, self.chunk_ratio, m.block_size);
+        let mut allocated = 0u64;
+        for b in 0..blocks {
+            let i = b + b / chunk_ratio;
+            let e = usize::try_from(i)
+                .ok()
+                .and_then(|i| bat.get(i))
+                .copied()
+                .unwrap_or(0);
+            let eat = self.offset + i * 8;
+            let state = e & 7;
+            match state {
+                PAYLOAD_NOT_PRESENT
+                | PAYLOAD_UNDEFINED
+                | PAYLOAD_ZERO
+                | PAYLOAD_UNMAPPED
+                | PAYLOAD_UNMAPPED_QEMU => {}
+                PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT => {
+                    if state == PAYLOAD_PARTIALLY_PRESENT && !m.has_parent {
+                        return Err(corrupt(
+                            name,
+                            S_BAT,
+                            eat,
+                            format!("block {b} is PARTIALLY_PRESENT in a disk without a parent"),
+                        ));
+                    }
+                    let host = block_host(e);
+                    let used = bs.min(m.virtual_size - b * bs);
+                    if host < MIB || host.checked_add(used).is_none_or(|end| end > file_len) {
+                        return Err(corrupt(
+                            name,
+                            S_BAT,
+                            eat,
+                            format!(
+                                "block {b} at file offset {host} is outside the file's data area ({file_len} bytes)"
+                            ),
+                        ));
+                    }
+                    // A block over the header section, the BAT, the metadata
+                    // or the log would read the image's own tables as guest
+                    // data (qemu refuses these too).
+                    if let Some(what) = metadata.overlap(host, used) {
+                        return Err(corrupt(
+                            name,
+                            S_BAT,
+                            eat,
+                            format!("block {b} at file offset {host} overlaps the {what}"),
+                        ));
+                    }
+                    allocated += 1;
+                }
+                _ => {
                     return Err(corrupt(
                         name,
                         S_BAT,
                         eat,
-                        format!("block {b} is PARTIALLY_PRESENT in a disk without a parent"),
+                        format!("block {b} has the undefined payload state {state}"),
                     ));
                 }
-                let host = block_host(e);
-                let used = bs.min(m.virtual_size - b * bs);
-                if host < MIB || host.checked_add(used).is_none_or(|end| end > file_len) {
-                    return Err(corrupt(
-                        name,
-                        S_BAT,
-                        eat,
-                        format!(
-                            "block {b} at file offset {host} is outside the file's data area ({file_len} bytes)"
-                        ),
-                    ));
-                }
-                // A block over the BAT, the metadata or the log would
-                // read the image's own tables as guest data (qemu refuses
-                // these too).
-                // The log fields are unchecked when the log is empty: saturate.
-                let overlaps =
-                    |r: Region| host < r.offset.saturating_add(r.length) && r.offset < host + used;
-                let log = Region {
-                    offset: header.log_offset,
-                    length: u64::from(header.log_length),
-                };
-                if let Some(what) = [(bat_region, "BAT"), (meta_region, "metadata"), (log, "log")]
-                    .into_iter()
-                    .find_map(|(r, what)| overlaps(r).then_some(what))
-                {
-                    return Err(corrupt(
-                        name,
-                        S_BAT,
-                        eat,
-                        format!("block {b} at file offset {host} overlaps the {what} region"),
-                    ));
-                }
-                allocated += 1;
-            }
-            _ => {
-                return Err(corrupt(
-                    name,
-                    S_BAT,
-                    eat,
-                    format!("block {b} has the undefined payload state {state}"),
-                ));
             }
         }
+        Ok(allocated)
     }
+}
 
+/// What `imgcheck info` shows for a VHDX.
+fn vhdx_info(header: &Header, m: &Metadata, allocated: u64) -> DiskInfo {
+    let bs = m.block_size;
     let subformat = if m.has_parent {
         "differencing"
     } else if m.leave_allocated {
@@ -800,15 +850,31 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
             fs.insert(format!("parent-{k}"), json!(v));
         }
     }
-    Ok(Arc::new(VhdxImage {
-        file,
-        info,
-        bat,
-        block_size: bs,
-        chunk_ratio,
-        logical_sector: m.logical_sector,
-        differencing: m.has_parent,
-    }))
+    info
+}
+
+/// The metadata regions of the file, which must not overlap (MS-VHDX 2.2:
+/// "the regions ... must not overlap"): the 1 MiB header section, the log
+/// (its fields are checked when the log is replayed; an empty log still
+/// owns its region), the BAT and the metadata region.
+fn claim_regions(
+    name: &str,
+    header: &Header,
+    bat: Region,
+    meta: Region,
+) -> Result<Regions, DiskError> {
+    let mut r = Regions::new();
+    r.claim(name, "header section", 0, MIB)?;
+    // A log field past the file offset range is caught here too.
+    r.claim(
+        name,
+        "log region",
+        header.log_offset,
+        u64::from(header.log_length),
+    )?;
+    r.claim(name, "BAT region", bat.offset, bat.length)?;
+    r.claim(name, "metadata region", meta.offset, meta.length)?;
+    Ok(r)
 }
 
 /// File offset of a BAT entry's block (FileOffsetMB, bits 20..64).

@@ -122,6 +122,22 @@ fn read_all(d: &VirtualDisk) -> Vec<u8> {
     v
 }
 
+fn le16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
+}
+
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+fn le64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+fn guid_at(b: &[u8], off: usize) -> Guid {
+    b[off..off + 16].try_into().unwrap()
+}
+
 fn put32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
@@ -715,15 +731,19 @@ fn differencing_reports_parent_and_reads_bitmap() {
     assert_eq!((m.kind, m.len), (MapKind::Unallocated, 50 * 512));
 }
 
-fn small_image() -> &'static [u8] {
+/// A small dynamic image and qemu-img's raw view of it.
+fn small_image_and_reference() -> &'static (Vec<u8>, Vec<u8>) {
     use std::sync::OnceLock;
-    static IMG: OnceLock<Vec<u8>> = OnceLock::new();
+    static IMG: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
     IMG.get_or_init(|| {
         let img = make("subformat=dynamic,block_size=1M,log_size=1M", 3 << 20);
-        // Keep the fuzzed part small: headers and tables live in the first
-        // 4 MiB, data after. Drop the data blocks past that point.
-        img.bytes
+        let reference = qemu_raw(&img.path);
+        (img.bytes, reference)
     })
+}
+
+fn small_image() -> &'static [u8] {
+    &small_image_and_reference().0
 }
 
 proptest! {
@@ -731,14 +751,9 @@ proptest! {
 
     #[test]
     fn truncation_never_panics(cut in 0usize..8 << 20) {
-        let b = small_image();
+        let (b, reference) = small_image_and_reference();
         let b = b[..cut.min(b.len())].to_vec();
-        if let Ok(d) = open_mem(b) {
-            let mut buf = vec![0u8; 1 << 20];
-            for off in [0u64, 1 << 20, 2 << 20] {
-                let _ = d.read_at(off, &mut buf);
-            }
-        }
+        crate::testutil::assert_cut_outcome(open_mem(b), reference, 1 << 20, u64::MAX);
     }
 
     #[test]
@@ -760,16 +775,53 @@ proptest! {
                 fix_crc(&mut b, r as usize, REGION_LEN);
             }
         }
-        if let Ok(d) = open_mem(b) {
-            let size = d.virtual_size();
-            let mut buf = vec![0u8; 64 << 10];
-            let mut off = 0;
-            while off < size.min(16 << 20) {
-                let n = (size - off).min(buf.len() as u64) as usize;
-                let _ = d.read_at(off, &mut buf[..n]);
-                off += n as u64;
-            }
-            let _ = d.extents(0, size).count();
-        }
+        crate::testutil::assert_flip_outcome(open_mem(b), 64 << 10, 16 << 20);
     }
+}
+
+/// The log, BAT and metadata regions must not overlap each other or the
+/// header section (MS-VHDX 2.2). A qemu-img image, patched at the spec's
+/// offsets: header 1 at 64 KiB (LogOffset at +72, LogLength at +68, CRC
+/// recomputed), region table 1 at 192 KiB (entry 0 at +16: FileOffset at
+/// +16 of the entry, CRC recomputed).
+#[test]
+fn overlapping_regions_are_corrupt() {
+    let b0 = make("subformat=dynamic,block_size=1M", 5 << 20).bytes;
+    let (bat, meta) = regions(&b0);
+    let kind = |e: &DiskError| e.kind();
+    // The log moved onto the BAT (both header copies, so neither is a
+    // fallback).
+    let mut b = b0.clone();
+    for h in HEADER_OFFSETS {
+        put64(&mut b, h as usize + 72, bat.offset);
+    }
+    fix_headers(&mut b);
+    let e = open_mem(b).unwrap_err();
+    assert!(e.to_string().contains("overlaps the log region"), "{e}");
+    assert_eq!(kind(&e), imgcheck_source::ErrorKind::Corrupt);
+    // The log over the header section.
+    let mut b = b0.clone();
+    for h in HEADER_OFFSETS {
+        put64(&mut b, h as usize + 72, 0);
+    }
+    fix_headers(&mut b);
+    let e = open_mem(b).unwrap_err();
+    assert!(e.to_string().contains("overlaps the header section"), "{e}");
+    // The BAT region moved onto the log (1 MiB, where qemu-img puts it),
+    // in both region table copies.
+    let mut b = b0.clone();
+    for r in REGION_OFFSETS {
+        let t = r as usize;
+        let count = le32(&b, t + 8) as usize;
+        let e = (0..count)
+            .map(|i| t + 16 + i * 32)
+            .find(|&e| guid_at(&b, e) == REGION_BAT)
+            .expect("BAT entry");
+        put64(&mut b, e + 16, 1 << 20);
+        fix_crc(&mut b, t, REGION_LEN);
+    }
+    assert_ne!(meta.offset, 1 << 20);
+    let e = open_mem(b).unwrap_err();
+    assert!(e.to_string().contains("overlaps the log region"), "{e}");
+    assert_eq!(kind(&e), imgcheck_source::ErrorKind::Corrupt);
 }

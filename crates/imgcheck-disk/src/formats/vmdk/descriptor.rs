@@ -227,55 +227,64 @@ pub fn parse(
             continue;
         }
         let value = unquote(value.trim_matches([' ', '\t'])).map_err(bad)?;
-        let dup = || bad(format!("{key} appears twice"));
-        match key {
-            "version" => {
-                if version.is_some() {
-                    return Err(dup());
-                }
-                version = Some(match value {
-                    "1" => 1,
-                    "2" => 2,
-                    "3" => 3,
-                    v => return Err(bad(format!("version {:?} is not 1, 2 or 3", clip(v)))),
-                });
-            }
-            "CID" | "parentCID" => {
-                let slot = if key == "CID" {
-                    &mut d.cid
-                } else {
-                    &mut d.parent_cid
-                };
-                if slot.is_some() {
-                    return Err(dup());
-                }
-                let v = u32::from_str_radix(value, 16).map_err(|_| {
-                    bad(format!(
-                        "{key} {:?} is not a 32-bit hex number",
-                        clip(value)
-                    ))
-                })?;
-                *slot = Some(v);
-            }
-            "createType" | "parentFileNameHint" => {
-                let slot = if key == "createType" {
-                    &mut d.create_type
-                } else {
-                    &mut d.parent_hint
-                };
-                if slot.is_some() {
-                    return Err(dup());
-                }
-                if value.len() > MAX_NAME_LEN {
-                    return Err(bad(format!("{key} is {} bytes long", value.len())));
-                }
-                *slot = Some(value.to_owned());
-            }
-            _ => {}
-        }
+        set_key(&mut d, &mut version, key, value).map_err(bad)?;
     }
     d.version = version.ok_or_else(|| corrupt(file, S, offset, "no version= line"))?;
     Ok(d)
+}
+
+/// Records the value of one of the keys the reader needs (version, CIDs,
+/// createType, parent hint); a repeated key or a bad value is the reason
+/// returned.
+fn set_key(
+    d: &mut Descriptor,
+    version: &mut Option<u32>,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
+    let dup = || format!("{key} appears twice");
+    match key {
+        "version" => {
+            if version.is_some() {
+                return Err(dup());
+            }
+            *version = Some(match value {
+                "1" => 1,
+                "2" => 2,
+                "3" => 3,
+                v => return Err(format!("version {:?} is not 1, 2 or 3", clip(v))),
+            });
+        }
+        "CID" | "parentCID" => {
+            let slot = if key == "CID" {
+                &mut d.cid
+            } else {
+                &mut d.parent_cid
+            };
+            if slot.is_some() {
+                return Err(dup());
+            }
+            let v = u32::from_str_radix(value, 16)
+                .map_err(|_| format!("{key} {:?} is not a 32-bit hex number", clip(value)))?;
+            *slot = Some(v);
+        }
+        "createType" | "parentFileNameHint" => {
+            let slot = if key == "createType" {
+                &mut d.create_type
+            } else {
+                &mut d.parent_hint
+            };
+            if slot.is_some() {
+                return Err(dup());
+            }
+            if value.len() > MAX_NAME_LEN {
+                return Err(format!("{key} is {} bytes long", value.len()));
+            }
+            *slot = Some(value.to_owned());
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `"abc"` → `abc`; a bare value is returned as is. An opening quote needs

@@ -18,6 +18,7 @@ use imgcheck_source::ByteSource;
 
 use crate::error::{DiskError, corrupt, limit, unsupported};
 use crate::limits::Limits;
+use crate::parse::Fields;
 
 /// Bytes per sector: every VMDK offset and size is in these units.
 pub const SECTOR: u64 = 512;
@@ -75,18 +76,6 @@ pub struct RawHeader {
     check_bytes: [u8; 4],
 }
 
-fn le32(b: &[u8; 512], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le64(b: &[u8; 512], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 impl RawHeader {
     /// Reads the header sector at `offset` of `src`; checks the magic only.
     pub fn read(src: &dyn ByteSource, offset: u64) -> Result<Self, DiskError> {
@@ -100,58 +89,36 @@ impl RawHeader {
                 "bad magic (expected KDMV)",
             ));
         }
-        Ok(Self::from_sector(&b))
+        Self::from_sector(src.name(), offset, &b)
     }
 
-    /// Field extraction from one header sector (magic not checked).
-    pub fn from_sector(b: &[u8; 512]) -> Self {
-        let mut check_bytes = [0u8; 4];
-        check_bytes.copy_from_slice(&b[73..77]);
-        Self {
-            version: le32(b, 4),
-            flags: le32(b, 8),
-            capacity: le64(b, 12),
-            grain_sectors: le64(b, 20),
-            desc_offset: le64(b, 28),
-            desc_size: le64(b, 36),
-            gtes_per_gt: le32(b, 44),
-            rgd_offset: le64(b, 48),
-            gd_offset: le64(b, 56),
-            overhead: le64(b, 64),
-            unclean_shutdown: b[72] != 0,
-            check_bytes,
-            compress_algorithm: u16::from_le_bytes([b[77], b[78]]),
-        }
+    /// Field extraction from one header sector of `file` at `offset`
+    /// (magic not checked); offsets from the VMDK 1.1 SparseExtentHeader.
+    pub fn from_sector(file: &str, offset: u64, b: &[u8; 512]) -> Result<Self, DiskError> {
+        let f = Fields::new(file, "VMDK sparse header", offset, b);
+        Ok(Self {
+            version: f.le32(4)?,
+            flags: f.le32(8)?,
+            capacity: f.le64(12)?,
+            grain_sectors: f.le64(20)?,
+            desc_offset: f.le64(28)?,
+            desc_size: f.le64(36)?,
+            gtes_per_gt: f.le32(44)?,
+            rgd_offset: f.le64(48)?,
+            gd_offset: f.le64(56)?,
+            overhead: f.le64(64)?,
+            unclean_shutdown: f.array::<1>(72)?[0] != 0,
+            check_bytes: f.array(73)?,
+            compress_algorithm: f.le16(77)?,
+        })
     }
 
-    /// Validates the fields against the format rules, qemu's limits,
-    /// `limits` and the file length, and derives the table geometry.
-    /// Nothing has been allocated from header values when this fails.
-    pub fn validate(
-        &self,
-        file: &str,
-        offset: u64,
-        file_len: u64,
-        limits: &Limits,
-    ) -> Result<Header, DiskError> {
+    /// The grain size in bytes and whether grains are compressed, checked
+    /// against the format, qemu's cap and (for a compressed grain, decoded
+    /// whole) `limits`.
+    fn grain(&self, file: &str, offset: u64, limits: &Limits) -> Result<(u64, bool), DiskError> {
         const S: &str = "VMDK sparse header";
         let bad = |why: String| corrupt(file, S, offset, why);
-        match self.version {
-            1..=3 => {}
-            0 => return Err(bad("version 0 is not a VMDK version".into())),
-            v => {
-                return Err(unsupported(
-                    file,
-                    format!("VMDK sparse extent version {v}"),
-                    Some("qemu reads versions 1 to 3 only; re-export the disk from VMware"),
-                ));
-            }
-        }
-        if self.flags & FLAG_NL_DETECT != 0 && &self.check_bytes != CHECK_BYTES {
-            return Err(bad(
-                "newline check bytes are damaged (was the file copied in text mode?)".into(),
-            ));
-        }
         let compressed = match self.compress_algorithm {
             0 => false,
             1 => true,
@@ -189,6 +156,38 @@ impl RawHeader {
                 limits.max_table_bytes,
             ));
         }
+        Ok((grain, compressed))
+    }
+
+    /// Validates the fields against the format rules, qemu's limits,
+    /// `limits` and the file length, and derives the table geometry.
+    /// Nothing has been allocated from header values when this fails.
+    pub fn validate(
+        &self,
+        file: &str,
+        offset: u64,
+        file_len: u64,
+        limits: &Limits,
+    ) -> Result<Header, DiskError> {
+        const S: &str = "VMDK sparse header";
+        let bad = |why: String| corrupt(file, S, offset, why);
+        match self.version {
+            1..=3 => {}
+            0 => return Err(bad("version 0 is not a VMDK version".into())),
+            v => {
+                return Err(unsupported(
+                    file,
+                    format!("VMDK sparse extent version {v}"),
+                    Some("qemu reads versions 1 to 3 only; re-export the disk from VMware"),
+                ));
+            }
+        }
+        if self.flags & FLAG_NL_DETECT != 0 && &self.check_bytes != CHECK_BYTES {
+            return Err(bad(
+                "newline check bytes are damaged (was the file copied in text mode?)".into(),
+            ));
+        }
+        let (grain, compressed) = self.grain(file, offset, limits)?;
         let n = self.gtes_per_gt;
         if n == 0 {
             return Err(bad("numGTEsPerGT is 0".into()));
@@ -220,8 +219,8 @@ impl RawHeader {
         if capacity == 0 {
             return Err(bad("capacity is 0".into()));
         }
-        // g <= 2^21 and n <= 2^9, so this cannot overflow.
-        let gt_span = g * u64::from(n) * SECTOR;
+        // grain <= 2^30 and n <= 2^9, so this cannot overflow.
+        let gt_span = grain * u64::from(n);
         let gd_entries = capacity.div_ceil(gt_span);
         let gd_bytes = gd_entries.saturating_mul(4);
         if gd_bytes > limits.max_table_bytes {
@@ -300,19 +299,21 @@ pub fn read_footer(src: &dyn ByteSource) -> Result<(RawHeader, u64), DiskError> 
     let mut eos = [0u8; 512];
     src.read_exact_at(start + 2 * SECTOR, &mut eos)?;
     let bad = |at: u64, why: &str| corrupt(src.name(), S, at, why);
-    if le32(&marker, 8) != 0 || le32(&marker, 12) != MARKER_FOOTER {
+    let m = Fields::new(src.name(), S, start, &marker);
+    let e = Fields::new(src.name(), S, start + 2 * SECTOR, &eos);
+    if m.le32(8)? != 0 || m.le32(12)? != MARKER_FOOTER {
         return Err(bad(start, "no FOOTER marker before the footer header"));
     }
     if &head[..4] != MAGIC {
         return Err(bad(start + SECTOR, "footer header has a bad magic"));
     }
-    if le64(&eos, 0) != 0 || le32(&eos, 8) != 0 || le32(&eos, 12) != MARKER_EOS {
+    if e.le64(0)? != 0 || e.le32(8)? != 0 || e.le32(12)? != MARKER_EOS {
         return Err(bad(
             start + 2 * SECTOR,
             "no end-of-stream marker after the footer",
         ));
     }
-    let h = RawHeader::from_sector(&head);
+    let h = RawHeader::from_sector(src.name(), start + SECTOR, &head)?;
     if h.gd_offset == GD_AT_END {
         return Err(bad(
             start + SECTOR,
@@ -346,7 +347,12 @@ pub(crate) mod tests {
     }
 
     fn check(b: &[u8; 512]) -> Result<Header, DiskError> {
-        RawHeader::from_sector(b).validate("t.vmdk", 0, 1 << 20, &Limits::default())
+        RawHeader::from_sector("t.vmdk", 0, b).unwrap().validate(
+            "t.vmdk",
+            0,
+            1 << 20,
+            &Limits::default(),
+        )
     }
 
     fn set64(b: &mut [u8; 512], at: usize, v: u64) {

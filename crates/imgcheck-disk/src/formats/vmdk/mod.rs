@@ -33,11 +33,11 @@ use std::sync::Arc;
 use imgcheck_source::{ByteSource, read_vec};
 use serde_json::{Value, json};
 
+use crate::context::OpenContext;
 use crate::deps::{DependencyPolicy, open_dependency, unsafe_name_reason};
 use crate::disk::{DiskImage, DiskInfo, ExternalRef, MapKind, Mapping};
 use crate::error::{DiskError, corrupt, limit, unsupported};
 use crate::format::Format;
-use crate::open::OpenContext;
 
 use descriptor::{Descriptor, ExtentType, Extents, Permission};
 use header::SECTOR;
@@ -52,9 +52,10 @@ const DESCRIPTOR_TYPES: [&str; 4] = [
     "vmfs",
 ];
 
-/// Where one extent's bytes are.
+/// Where one VMDK extent's bytes are stored (not a `MapKind`: one
+/// extent holds many runs).
 #[derive(Debug)]
-enum Kind {
+enum Storage {
     /// Raw bytes in host file `file` from `offset`; the first `data` bytes
     /// exist, the rest (a partial last sector) reads as zeros.
     Flat { file: usize, offset: u64, data: u64 },
@@ -71,7 +72,7 @@ struct Placed {
     start: u64,
     /// Length in bytes (> 0).
     len: u64,
-    kind: Kind,
+    kind: Storage,
 }
 
 /// An opened VMDK image.
@@ -159,7 +160,7 @@ fn open_monolithic(
         extents: vec![Placed {
             start: 0,
             len: ext.capacity(),
-            kind: Kind::Sparse(Box::new(ext)),
+            kind: Storage::Sparse(Box::new(ext)),
         }],
     }))
 }
@@ -210,15 +211,16 @@ fn fill_common(
     }
 }
 
-/// A text descriptor (a file of its own, or the only content of a KDMV file
-/// with capacity 0) listing extent files.
-fn open_descriptor(
+/// Everything in a descriptor that can be refused, refused before any
+/// file is opened: no or an unread createType, no extents, NOACCESS or
+/// VMFS-special extents, names outside the image's folder. Returns the
+/// createType.
+fn refuse_before_opening(
     ctx: &OpenContext<'_>,
-    text: &[u8],
     at: u64,
-) -> Result<Arc<dyn DiskImage>, DiskError> {
+    d: &descriptor::Descriptor,
+) -> Result<String, DiskError> {
     let file = ctx.name();
-    let d = descriptor::parse(file, at, text, ctx.limits.max_extents, Extents::Read)?;
     let create_type = d
         .create_type
         .clone()
@@ -272,6 +274,113 @@ fn open_descriptor(
             });
         }
     }
+    Ok(create_type)
+}
+
+/// Opens extent line `e` as a KDMV sparse extent (host file `idx`) placed
+/// at guest byte `start`, and checks its capacity against the line.
+fn open_sparse(
+    ctx: &OpenContext<'_>,
+    ext_src: &Arc<dyn ByteSource>,
+    idx: usize,
+    start: u64,
+    e: &descriptor::ExtentLine,
+    shared: &Arc<Shared>,
+) -> Result<Box<SparseExtent>, DiskError> {
+    let file = ctx.name();
+    let ext = match sparse::open(
+        ext_src.clone(),
+        idx,
+        start / SECTOR,
+        ctx.limits,
+        false,
+        shared,
+    )? {
+        Opened::Sparse(ext, _) => ext,
+        Opened::Descriptor(..) => {
+            return Err(corrupt(
+                ext_src.name(),
+                "VMDK sparse header",
+                0,
+                "nested descriptor",
+            ));
+        }
+    };
+    if ext.capacity_sectors() != e.sectors {
+        return Err(corrupt(
+            ext_src.name(),
+            "VMDK sparse header",
+            0,
+            format!(
+                "capacity is {} sectors, but descriptor line {} of {file} says {}",
+                ext.capacity_sectors(),
+                e.line,
+                e.sectors
+            ),
+        ));
+    }
+    Ok(ext)
+}
+
+/// Places extent line `e` (FLAT or VMFS: raw bytes of host file `idx` from
+/// the line's offset), checking the file holds its `len` bytes.
+fn flat(
+    ctx: &OpenContext<'_>,
+    ext_src: &Arc<dyn ByteSource>,
+    idx: usize,
+    len: u64,
+    e: &descriptor::ExtentLine,
+    at: u64,
+) -> Result<(Storage, serde_json::Value), DiskError> {
+    let file = ctx.name();
+    // FLAT or VMFS: raw bytes from `offset`.
+    let offset = e.offset.checked_mul(SECTOR).ok_or_else(|| {
+        corrupt(
+            file,
+            "VMDK descriptor",
+            at,
+            format!("line {}: offset overflows", e.line),
+        )
+    })?;
+    let have = ext_src.len().saturating_sub(offset);
+    // A flat file may end inside the last sector (the size
+    // is in whole sectors); a shorter one is truncated.
+    if have.saturating_add(SECTOR) <= len {
+        return Err(corrupt(
+            ext_src.name(),
+            "VMDK flat extent",
+            offset,
+            format!(
+                "descriptor line {} needs {len} bytes from offset {offset}, the file has {have}",
+                e.line
+            ),
+        ));
+    }
+    let json = json!({
+        "filename": ext_src.name(),
+        "format": e.kind.as_str(),
+        "virtual-size": len,
+    });
+    Ok((
+        Storage::Flat {
+            file: idx,
+            offset,
+            data: have.min(len),
+        },
+        json,
+    ))
+}
+
+/// A text descriptor (a file of its own, or the only content of a KDMV file
+/// with capacity 0) listing extent files.
+fn open_descriptor(
+    ctx: &OpenContext<'_>,
+    text: &[u8],
+    at: u64,
+) -> Result<Arc<dyn DiskImage>, DiskError> {
+    let file = ctx.name();
+    let d = descriptor::parse(file, at, text, ctx.limits.max_extents, Extents::Read)?;
+    let create_type = refuse_before_opening(ctx, at, &d)?;
     let mut files = vec![ctx.source.clone()];
     let shared = Shared::new(ctx.limits);
     let mut flat_files: HashMap<&str, usize> = HashMap::new();
@@ -301,7 +410,7 @@ fn open_descriptor(
         let kind = match (&e.name, e.kind) {
             (None, _) | (_, ExtentType::Zero) => {
                 extents_json.push(json!({"format": e.kind.as_str(), "virtual-size": len}));
-                Kind::Zero
+                Storage::Zero
             }
             (Some(name), kind) => {
                 // Several flat extents may share one file (at different
@@ -331,73 +440,13 @@ fn open_descriptor(
                     }
                 };
                 if kind == ExtentType::Sparse {
-                    let ext = match sparse::open(
-                        ext_src.clone(),
-                        idx,
-                        start / SECTOR,
-                        ctx.limits,
-                        false,
-                        &shared,
-                    )? {
-                        Opened::Sparse(ext, _) => ext,
-                        Opened::Descriptor(..) => {
-                            return Err(corrupt(
-                                ext_src.name(),
-                                "VMDK sparse header",
-                                0,
-                                "nested descriptor",
-                            ));
-                        }
-                    };
-                    if ext.capacity_sectors() != e.sectors {
-                        return Err(corrupt(
-                            ext_src.name(),
-                            "VMDK sparse header",
-                            0,
-                            format!(
-                                "capacity is {} sectors, but descriptor line {} of {file} says {}",
-                                ext.capacity_sectors(),
-                                e.line,
-                                e.sectors
-                            ),
-                        ));
-                    }
+                    let ext = open_sparse(ctx, &ext_src, idx, start, e, &shared)?;
                     extents_json.push(sparse_json(ext_src.name(), kind.as_str(), &ext));
-                    Kind::Sparse(ext)
+                    Storage::Sparse(ext)
                 } else {
-                    // FLAT or VMFS: raw bytes from `offset`.
-                    let offset = e.offset.checked_mul(SECTOR).ok_or_else(|| {
-                        corrupt(
-                            file,
-                            "VMDK descriptor",
-                            at,
-                            format!("line {}: offset overflows", e.line),
-                        )
-                    })?;
-                    let have = ext_src.len().saturating_sub(offset);
-                    // A flat file may end inside the last sector (the size
-                    // is in whole sectors); a shorter one is truncated.
-                    if have.saturating_add(SECTOR) <= len {
-                        return Err(corrupt(
-                            ext_src.name(),
-                            "VMDK flat extent",
-                            offset,
-                            format!(
-                                "descriptor line {} needs {len} bytes from offset {offset}, the file has {have}",
-                                e.line
-                            ),
-                        ));
-                    }
-                    extents_json.push(json!({
-                        "filename": ext_src.name(),
-                        "format": kind.as_str(),
-                        "virtual-size": len,
-                    }));
-                    Kind::Flat {
-                        file: idx,
-                        offset,
-                        data: have.min(len),
-                    }
+                    let (storage, json) = flat(ctx, &ext_src, idx, len, e, at)?;
+                    extents_json.push(json);
+                    storage
                 }
             }
         };
@@ -409,7 +458,7 @@ fn open_descriptor(
     info.cluster_size = common_grain(&extents);
     info.dirty = extents
         .iter()
-        .any(|e| matches!(&e.kind, Kind::Sparse(s) if s.unclean()));
+        .any(|e| matches!(&e.kind, Storage::Sparse(s) if s.unclean()));
     fill_common(&mut info, Some(&d), &create_type, extents_json);
     info.external_refs.splice(0..0, refs);
     Ok(Arc::new(VmdkImage {
@@ -422,16 +471,16 @@ fn open_descriptor(
 /// qemu reports a cluster size only when every extent is sparse with the
 /// same grain and compression.
 fn common_grain(extents: &[Placed]) -> Option<u64> {
-    let mut it = extents.iter().filter(|e| !matches!(e.kind, Kind::Zero));
+    let mut it = extents.iter().filter(|e| !matches!(e.kind, Storage::Zero));
     let Some(Placed {
-        kind: Kind::Sparse(first),
+        kind: Storage::Sparse(first),
         ..
     }) = it.next()
     else {
         return None;
     };
     it.all(|e| {
-        matches!(&e.kind, Kind::Sparse(s) if s.grain() == first.grain() && s.compressed() == first.compressed())
+        matches!(&e.kind, Storage::Sparse(s) if s.grain() == first.grain() && s.compressed() == first.compressed())
     })
     .then(|| first.grain())
 }
@@ -464,22 +513,22 @@ impl DiskImage for VmdkImage {
         let rel = guest_offset - e.start;
         let avail = max_len.min(e.len - rel);
         Ok(match &e.kind {
-            Kind::Zero => Mapping {
+            Storage::Zero => Mapping {
                 kind: MapKind::Zero,
                 len: avail,
             },
-            Kind::Flat { file, offset, data } if rel < *data => Mapping {
+            Storage::Flat { file, offset, data } if rel < *data => Mapping {
                 kind: MapKind::Data {
                     file: *file,
                     host_offset: offset + rel,
                 },
                 len: avail.min(data - rel),
             },
-            Kind::Flat { .. } => Mapping {
+            Storage::Flat { .. } => Mapping {
                 kind: MapKind::Zero,
                 len: avail,
             },
-            Kind::Sparse(s) => s.map(rel, avail)?,
+            Storage::Sparse(s) => s.map(rel, avail)?,
         })
     }
 
@@ -494,7 +543,7 @@ impl DiskImage for VmdkImage {
     fn read_encoded(&self, guest_offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         let e = self.find(guest_offset)?;
         match &e.kind {
-            Kind::Sparse(s) => s.read_encoded(guest_offset - e.start, buf),
+            Storage::Sparse(s) => s.read_encoded(guest_offset - e.start, buf),
             _ => Err(corrupt(
                 self.files[0].name(),
                 "VMDK extent list",

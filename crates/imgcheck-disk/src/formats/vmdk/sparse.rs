@@ -28,6 +28,7 @@ use super::header::{FLAG_RGD, GD_AT_END, Header, RawHeader, SECTOR, read_footer}
 use crate::disk::{MapKind, Mapping};
 use crate::error::{DiskError, corrupt};
 use crate::limits::Limits;
+use crate::parse::Regions;
 
 /// How many decoded compressed grains are kept (partial-grain reads of a
 /// streamOptimized image would otherwise inflate the same grain again).
@@ -154,12 +155,17 @@ pub fn open(
         }
         *budget -= need;
     }
-    let primary = read_gd(src.as_ref(), raw.gd_offset, &h, gt_bytes, limits);
+    let metadata = header_regions(&name, &raw, raw_at, limits)?;
+    let gd_at = |gd| GdAt {
+        sector: gd,
+        metadata: &metadata,
+    };
+    let primary = read_gd(src.as_ref(), gd_at(raw.gd_offset), &h, gt_bytes, limits);
     let (gd, gd_offset) = match primary {
         Ok(gd) => (gd, raw.gd_offset),
         Err(e) if raw.flags & FLAG_RGD != 0 && raw.rgd_offset != 0 => {
             // The redundant directory exists for exactly this case.
-            match read_gd(src.as_ref(), raw.rgd_offset, &h, gt_bytes, limits) {
+            match read_gd(src.as_ref(), gd_at(raw.rgd_offset), &h, gt_bytes, limits) {
                 Ok(gd) => (gd, raw.rgd_offset),
                 Err(_) => return Err(e),
             }
@@ -223,16 +229,56 @@ fn read_descriptor(
     Ok(read_vec(src, at, size, limits.max_descriptor_bytes)?)
 }
 
+/// The header sector, the stream footer (header copy between its two
+/// markers) and the embedded descriptor: what no grain directory or grain
+/// table may overlap.
+fn header_regions(
+    name: &str,
+    raw: &RawHeader,
+    raw_at: u64,
+    limits: &Limits,
+) -> Result<Regions, DiskError> {
+    let mut r = Regions::new();
+    r.claim(name, "VMDK sparse header", 0, SECTOR)?;
+    if raw_at != 0 {
+        r.claim(
+            name,
+            "VMDK stream footer",
+            raw_at.saturating_sub(SECTOR),
+            3 * SECTOR,
+        )?;
+    }
+    // An offset or size that overflows, or a size over the cap, is
+    // reported by read_descriptor.
+    if let (Some(at), Some(len)) = (
+        raw.desc_offset.checked_mul(SECTOR),
+        raw.desc_size.checked_mul(SECTOR),
+    ) && at != 0
+        && len <= limits.max_descriptor_bytes
+    {
+        r.claim(name, "VMDK embedded descriptor", at, len)?;
+    }
+    Ok(r)
+}
+
+/// Where a grain directory is, and the metadata it must not overlap.
+struct GdAt<'a> {
+    sector: u64,
+    metadata: &'a Regions,
+}
+
 /// Reads and checks the grain directory at sector `gd_sector`: it must lie
-/// inside the file and every grain table it names must too.
+/// inside the file and on no other metadata, and every grain table it
+/// names must too.
 fn read_gd(
     src: &dyn ByteSource,
-    gd_sector: u64,
+    gd_at: GdAt<'_>,
     h: &Header,
     gt_bytes: u64,
     limits: &Limits,
 ) -> Result<Vec<u32>, DiskError> {
     const S: &str = "VMDK grain directory";
+    let gd_sector = gd_at.sector;
     let len = src.len();
     let name = src.name();
     if gd_sector == 0 {
@@ -252,6 +298,7 @@ fn read_gd(
                 ),
             )
         })?;
+    gd_at.metadata.check(name, S, at, bytes)?;
     let raw = read_vec(src, at, bytes, limits.max_table_bytes)?;
     let gd: Vec<u32> = raw
         .chunks_exact(4)
@@ -270,6 +317,18 @@ fn read_gd(
                 format!(
                     "entry {i} names a grain table at byte {gt}, past the end of the file ({len} bytes)"
                 ),
+            ));
+        }
+        if let Some(what) = gd_at
+            .metadata
+            .overlap(gt, gt_bytes)
+            .or_else(|| (gt < at + bytes && at < gt + gt_bytes).then_some(S))
+        {
+            return Err(corrupt(
+                name,
+                S,
+                at + 4 * i as u64,
+                format!("entry {i} names a grain table at byte {gt} that overlaps the {what}"),
             ));
         }
     }

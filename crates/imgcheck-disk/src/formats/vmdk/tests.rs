@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use imgcheck_source::{ByteSource, FileSource, MemSource, SourceError};
 use proptest::prelude::*;
 
+use crate::context::OpenContext;
 use crate::deps::DependencyPolicy;
 use crate::disk::{MapKind, VirtualDisk};
 use crate::error::DiskError;
 use crate::limits::Limits;
-use crate::open::OpenContext;
 
 fn qemu_img(args: &[&str]) {
     let out = Command::new("qemu-img")
@@ -588,8 +588,9 @@ fn split_sparse_capacity_must_match_the_descriptor() {
     assert!(e.to_string().contains("capacity is 18435 sectors"), "{e}");
 }
 
-/// Small qemu-made images for the mutation tests (sparse and stream).
-fn small(sub: &str) -> Vec<u8> {
+/// Small qemu-made images for the mutation tests (sparse and stream), with
+/// qemu-img's raw view of each.
+fn small(sub: &str) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let raw = dir.path().join("p.raw");
     let mut d = vec![0u8; 1 << 20];
@@ -610,37 +611,21 @@ fn small(sub: &str) -> Vec<u8> {
         raw.to_str().unwrap(),
         out.to_str().unwrap(),
     ]);
-    std::fs::read(out).unwrap()
+    (std::fs::read(&out).unwrap(), qemu_raw(&out))
 }
 
-fn exercise(bytes: Vec<u8>) {
-    let Ok(d) = open_src(Arc::new(MemSource::new("m.vmdk", bytes))) else {
-        return;
-    };
-    let size = d.virtual_size().min(4 << 20);
-    let mut buf = vec![0u8; 70_000];
-    let mut off = 0;
-    while off < size {
-        let n = (size - off).min(buf.len() as u64) as usize;
-        if d.read_at(off, &mut buf[..n]).is_err() {
-            break;
-        }
-        off += n as u64;
-    }
-    for e in d.extents(0, d.virtual_size()).take(1000) {
-        if e.is_err() {
-            break;
-        }
-    }
-}
-
-/// qemu-made sparse and stream files, and the stream moved to GD_AT_END.
-fn corpus() -> &'static [Vec<u8>; 3] {
-    static C: std::sync::OnceLock<[Vec<u8>; 3]> = std::sync::OnceLock::new();
+/// qemu-made sparse and stream files, and the stream moved to GD_AT_END
+/// (the same guest bytes), each with qemu-img's raw view.
+fn corpus() -> &'static [(Vec<u8>, Vec<u8>); 3] {
+    static C: std::sync::OnceLock<[(Vec<u8>, Vec<u8>); 3]> = std::sync::OnceLock::new();
     C.get_or_init(|| {
-        let stream = small("streamOptimized");
+        let (stream, reference) = small("streamOptimized");
         let at_end = to_gd_at_end(&stream);
-        [small("monolithicSparse"), stream, at_end]
+        [
+            small("monolithicSparse"),
+            (stream, reference.clone()),
+            (at_end, reference),
+        ]
     })
 }
 
@@ -649,13 +634,19 @@ proptest! {
 
     #[test]
     fn truncations_never_panic(which in 0usize..3, cut in any::<prop::sample::Index>()) {
-        let f = &corpus()[which];
-        exercise(f[..cut.index(f.len())].to_vec());
+        let (f, reference) = &corpus()[which];
+        let b = f[..cut.index(f.len())].to_vec();
+        crate::testutil::assert_cut_outcome(
+            open_src(Arc::new(MemSource::new("m.vmdk", b))),
+            reference,
+            70_000,
+            4 << 20,
+        );
     }
 
     #[test]
     fn bit_flips_never_panic(which in 0usize..3, flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..8)) {
-        let mut f = corpus()[which].clone();
+        let mut f = corpus()[which].0.clone();
         // Aim the flips at the metadata: the head (header, descriptor,
         // tables), the tail (footer, end-of-stream tables), anywhere.
         let meta = f.len().min(64 << 10);
@@ -668,7 +659,11 @@ proptest! {
             };
             f[at] ^= 1 << bit;
         }
-        exercise(f);
+        crate::testutil::assert_flip_outcome(
+            open_src(Arc::new(MemSource::new("m.vmdk", f))),
+            70_000,
+            4 << 20,
+        );
     }
 
     #[test]
@@ -683,10 +678,29 @@ proptest! {
         ], 0..12)) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), vec![1u8; 2048]).unwrap();
-        let (s, _) = spy(&lines.join("\n"), dir.path());
-        if let Ok(d) = open_src(s) {
-            let mut b = vec![0u8; d.virtual_size().min(8192) as usize];
-            let _ = d.read_at(0, &mut b);
+        let (s, opened) = spy(&lines.join("\n"), dir.path());
+        match open_src(s) {
+            Ok(d) => {
+                let mut b = vec![0u8; d.virtual_size().min(8192) as usize];
+                if let Err(e) = d.read_at(0, &mut b) {
+                    crate::testutil::assert_image_error(&e);
+                }
+            }
+            // A refused extent name is a policy error; a missing file in
+            // the folder is I/O; anything else is about the descriptor.
+            Err(e) => assert!(
+                !matches!(e.kind(), imgcheck_source::ErrorKind::Io)
+                    || e.to_string().contains("cannot open"),
+                "{e}"
+            ),
+        }
+        // Nothing outside the image's folder was asked for: only plain
+        // names reach open_sibling.
+        for name in opened.lock().unwrap().iter() {
+            assert!(
+                crate::deps::unsafe_name_reason(name).is_none(),
+                "opened {name:?}"
+            );
         }
     }
 }
@@ -864,4 +878,45 @@ fn truncated_files_name_the_grain() {
             "{sub}: {e}"
         );
     }
+}
+
+/// A grain directory or grain table on the header or the embedded
+/// descriptor is damage. qemu-img's monolithicSparse file patched at the
+/// VMDK 1.1 SparseExtentHeader offsets: descriptorOffset at 28, rgdOffset
+/// at 48, gdOffset at 56 (sectors, u64 LE); flags at 8 (bit 1: use the
+/// redundant directory).
+#[test]
+fn overlapping_metadata_is_corrupt() {
+    let img = make("subformat=monolithicSparse");
+    let b0 = std::fs::read(&img.path).unwrap();
+    let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let desc = le64(&b0, 28);
+    assert!(desc >= 1, "qemu-img embeds the descriptor");
+    let open = |b: Vec<u8>| open_src(Arc::new(MemSource::new("ol.vmdk", b)));
+    // Both directories on the descriptor (so the redundant one is no way
+    // out).
+    let mut b = b0.clone();
+    b[56..64].copy_from_slice(&desc.to_le_bytes());
+    b[48..56].copy_from_slice(&desc.to_le_bytes());
+    let e = open(b).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("overlaps the VMDK embedded descriptor"),
+        "{e}"
+    );
+    assert_eq!(e.kind(), imgcheck_source::ErrorKind::Corrupt);
+    // The first grain table of both directories on the descriptor (a
+    // table at sector 0 would read as absent: GDE 0 means none).
+    let mut b = b0.clone();
+    for gd in [le64(&b0, 56), le64(&b0, 48)] {
+        let at = gd as usize * 512;
+        b[at..at + 4].copy_from_slice(&u32::try_from(desc).unwrap().to_le_bytes());
+    }
+    let e = open(b).unwrap_err();
+    assert!(
+        e.to_string().contains("grain table")
+            && e.to_string()
+                .contains("overlaps the VMDK embedded descriptor"),
+        "{e}"
+    );
 }
