@@ -96,6 +96,10 @@ pub struct Superblock {
     pub blocks_per_group: u32,
     /// `s_first_data_block`.
     pub first_data_block: u32,
+    /// Total blocks as ext4-view computes them: it always adds
+    /// `s_blocks_count_hi`, 64bit feature or not, and sizes its group
+    /// descriptor table from that, so the geometry check must too.
+    pub blocks_count_as_read: u64,
 }
 
 /// Most block groups we let ext4-view load: it allocates one descriptor per
@@ -126,6 +130,7 @@ impl Superblock {
         let log = le(0x18);
         Some(Self {
             blocks_count: u64::from(hi) << 32 | u64::from(le(0x04)),
+            blocks_count_as_read: u64::from(le(0x150)) << 32 | u64::from(le(0x04)),
             block_size: (log <= 6).then(|| 1024u64 << log),
             blocks_per_group: le(0x20),
             first_data_block: le(0x14),
@@ -179,6 +184,12 @@ impl Superblock {
         let Some(bs) = self.block_size else {
             return Some("invalid block size in the superblock".into());
         };
+        if self.incompat & 0x80 == 0 && self.blocks_count_as_read >> 32 != 0 {
+            return Some(format!(
+                "s_blocks_count_hi is {} without the 64bit feature (corrupt)",
+                self.blocks_count_as_read >> 32
+            ));
+        }
         let bytes = self.blocks_count.checked_mul(bs);
         if bytes.is_none_or(|b| b > fs_len) {
             return Some(format!(

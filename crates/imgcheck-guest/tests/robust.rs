@@ -428,3 +428,25 @@ fn hybrid_mbr_and_4k_sectors() {
     assert_eq!(t.sector_size, 4096);
     assert_eq!(t.entries[0].start, 100 * 4096);
 }
+
+/// Fuzz finding (fuzz/regressions/guest/oom-ext4-group-descriptors): a
+/// 2 KiB disk whose ext superblock has `s_blocks_count_hi` set without the
+/// 64bit feature. ext4-view reads the high half anyway and allocated a
+/// 29 GB group-descriptor table; the superblock check now refuses it first.
+#[test]
+fn ext_blocks_count_hi_without_64bit_is_refused_before_ext4_view() {
+    let data = include_bytes!("../../../fuzz/regressions/guest/oom-ext4-group-descriptors");
+    let disk: std::sync::Arc<dyn imgcheck_source::ByteSource> =
+        std::sync::Arc::new(imgcheck_source::MemSource::new("oom", data.to_vec()));
+    let r = imgcheck_guest::inspect(disk);
+    let errs: Vec<&str> = r
+        .filesystems
+        .iter()
+        .filter_map(|f| f.error.as_deref())
+        .collect();
+    assert!(
+        errs.iter().any(|e| e.contains("s_blocks_count_hi")),
+        "{errs:?} {:?}",
+        r.notes
+    );
+}

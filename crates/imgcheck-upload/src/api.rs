@@ -285,16 +285,19 @@ impl Api {
                 )
             })
             .collect();
-        let mut text = String::new();
+        // Bytes, not a String: a ranged GET of an image (the presigned-URL
+        // preflight) answers with binary data.
+        let mut raw = Vec::new();
         resp.body_mut()
             .as_reader()
             .take(MAX_BODY)
-            .read_to_string(&mut text)
+            .read_to_end(&mut raw)
             .map_err(|e| UploadError::Transport {
                 method: "read".into(),
                 url: net::redact_url(url),
                 message: self.redact(&e.to_string()),
             })?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
         let json = serde_json::from_str(&text).unwrap_or_else(|_| {
             if text.trim().is_empty() {
                 Value::Null
