@@ -249,20 +249,16 @@ pub(crate) fn is_ext(k: FsKind) -> bool {
 /// "; found xfs (partition 2), which imgcheck does not read" for messages
 /// about a root that was not found, or "" when nothing explains it.
 pub(crate) fn unread_filesystems(guest: &GuestReport) -> String {
+    // XFS and btrfs are read (a failure sets `error`); a PV counts as read
+    // when some logical volume came out of it.
+    let lvs_read = guest.filesystems.iter().any(|f| f.lv.is_some());
     let found: Vec<String> = guest
         .filesystems
         .iter()
         .filter(|f| {
             f.error.is_some()
-                || matches!(
-                    f.kind,
-                    FsKind::Xfs
-                        | FsKind::Btrfs
-                        | FsKind::LvmPv
-                        | FsKind::Luks
-                        | FsKind::Zfs
-                        | FsKind::Ufs
-                )
+                || matches!(f.kind, FsKind::Luks | FsKind::Zfs | FsKind::Ufs)
+                || (f.kind == FsKind::LvmPv && !lvs_read)
         })
         .map(|f| {
             let at = f
