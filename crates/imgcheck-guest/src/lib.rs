@@ -84,12 +84,21 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
             if p.role == PartitionRole::Extended {
                 continue;
             }
-            let src = SliceSource::new(disk.clone(), p.start, p.size, disk.name().to_owned());
-            let mut fs = fsprobe::probe(&src);
+            // One window per partition: probed here, read by its reader later.
+            let src = fs_source(
+                &disk,
+                &Filesystem {
+                    partition: Some(p.number),
+                    offset: p.start,
+                    size: p.size,
+                    ..Filesystem::default()
+                },
+            );
+            let mut fs = fsprobe::probe(src.as_ref());
             fs.partition = Some(p.number);
             fs.offset = p.start;
             fs.size = src.len();
-            sources.push(fs_source(&disk, &fs));
+            sources.push(src);
             r.filesystems.push(fs);
         }
     }

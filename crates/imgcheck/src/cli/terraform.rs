@@ -264,12 +264,12 @@ fn result_map(
     m.insert("md5", md5);
     m.insert(
         "distribution",
-        digitalocean_distribution(guest.and_then(|g| g.os.id.as_deref())).to_owned(),
+        imgcheck::digitalocean_distribution(guest.and_then(|g| g.os.id.as_deref())).to_owned(),
     );
     m.insert(
         "cloud_init",
         guest
-            .is_some_and(|g| linode_cloud_init(&g.cloud_init))
+            .is_some_and(|g| imgcheck::linode_cloud_init(&g.cloud_init))
             .to_string(),
     );
     m.insert("os_type", opt(k.and_then(|k| k.os_type.as_ref())));
@@ -284,14 +284,6 @@ fn result_map(
         k.map(|k| k.min_disk_gb.to_string()).unwrap_or_default(),
     );
     m
-}
-
-fn linode_cloud_init(ci: &imgcheck::guest::CloudInitFacts) -> bool {
-    imgcheck::linode_cloud_init(ci)
-}
-
-fn digitalocean_distribution(os_id: Option<&str>) -> &'static str {
-    imgcheck::digitalocean_distribution(os_id)
 }
 
 /// The findings of a failed check, for stderr (Terraform shows it as the
@@ -325,6 +317,7 @@ fn findings_text(r: &Report, image: &str, convert_for: Option<args::Provider>) -
 mod tests {
     use super::*;
     use imgcheck::guest::CloudInitFacts;
+    use imgcheck::{digitalocean_distribution, linode_cloud_init};
 
     fn err(q: &str) -> String {
         parse_query(q.as_bytes()).unwrap_err()
