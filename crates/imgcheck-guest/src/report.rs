@@ -201,20 +201,26 @@ pub struct CloudInitFacts {
     /// Alternatives found: any of `cloudbase-init`, `coreos-cloudinit`,
     /// `ignition`, `bsd-cloudinit`.
     pub alternatives: Vec<String>,
-    /// The effective datasource_list: the configured one, or, when nothing
+    /// The effective datasource_list: the configured one (as ds-identify
+    /// reads it, on images that run ds-identify at boot), or, when nothing
     /// configures one, the default that governs at boot (ds-identify's
-    /// order on systemd images that run it, else cloud-init's built-in
-    /// list). `None` only when no guest was read.
+    /// order on images that run it, else cloud-init's built-in list).
+    /// `None` only when no guest was read.
     pub datasource_list: Option<Vec<String>>,
     /// Where the effective datasource_list came from, in words (a file,
     /// "kernel command line in /boot/grub/grub.cfg", or which default).
     pub datasource_source: Option<String>,
-    /// Who decided it: `kernel_cmdline`, `config`, `ds_identify_default`
-    /// or `builtin_default`.
+    /// Who decided it: `kernel_cmdline`, `ds_identify_config`, `config`,
+    /// `ds_identify_default` or `builtin_default`.
     pub datasource_decided_by: Option<String>,
     /// ds-identify runs at boot (it is installed, and cloud-init's systemd
     /// generator or the OpenRC `cloud-init-ds-identify` service starts it).
     pub ds_identify: bool,
+    /// The list cloud-init's own reading of the configuration gives (YAML),
+    /// when ds-identify overrides it at boot with a different one.
+    pub config_datasource_list: Option<Vec<String>>,
+    /// The file that list comes from.
+    pub config_datasource_source: Option<String>,
     /// `system_info.default_user.name`, if set.
     pub default_user: Option<String>,
     /// What disables cloud-init (`/etc/cloud/cloud-init.disabled`,

@@ -66,6 +66,10 @@ pub const CLOUD_INIT_CONFIG_IGNORED: &str = "cloud_init.config_ignored";
 pub const CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE: &str = "cloud_init.nocloud_before_configdrive";
 /// `datasource_list` names none of the provider's datasources.
 pub const CLOUD_INIT_DATASOURCE_MISSING: &str = "cloud_init.datasource_missing";
+/// The configuration, as cloud-init reads it, lists NoCloud before
+/// ConfigDrive, but ds-identify overrides it at boot with a list that does
+/// not.
+pub const CLOUD_INIT_NOCLOUD_FIRST_OVERRIDDEN: &str = "cloud_init.nocloud_first_overridden";
 /// No sshd binary.
 pub const SSHD_MISSING: &str = "sshd.missing";
 /// sshd is installed but not enabled at boot.
@@ -111,6 +115,7 @@ pub const ALL: &[&str] = &[
     CLOUD_INIT_CONFIG_IGNORED,
     CLOUD_INIT_NOCLOUD_BEFORE_CONFIGDRIVE,
     CLOUD_INIT_DATASOURCE_MISSING,
+    CLOUD_INIT_NOCLOUD_FIRST_OVERRIDDEN,
     SSHD_MISSING,
     SSHD_NOT_ENABLED,
     SSHD_ENABLED_UNKNOWN,

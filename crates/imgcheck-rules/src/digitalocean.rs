@@ -442,6 +442,10 @@ fn datasource_order(ci: &imgcheck_guest::CloudInitFacts, out: &mut Out) {
         Some("config") => format!(
             "edit {source} to read `{GOOD}`, then run `cloud-init clean` in the image"
         ),
+        Some("ds_identify_config") if source.contains("ds-identify.cfg") => "remove the `datasource:` line from /etc/cloud/ds-identify.cfg (or name ConfigDrive there), then run `cloud-init clean` in the image".to_owned(),
+        Some("ds_identify_config") => format!(
+            "edit the `datasource_list:` line of {source} to read `{GOOD}` (on one line: ds-identify reads only single-line lists), then run `cloud-init clean` in the image"
+        ),
         _ => format!(
             "add /etc/cloud/cloud.cfg.d/99-digitalocean.cfg containing `{GOOD}` (keep it on one line: ds-identify reads only single-line lists), then run `cloud-init clean` in the image"
         ),
@@ -449,6 +453,37 @@ fn datasource_order(ci: &imgcheck_guest::CloudInitFacts, out: &mut Out) {
     // NoCloud with no ConfigDrive after it is the same trouble as NoCloud
     // first (e.g. `ds=nocloud` on the kernel command line): ConfigDrive is
     // never reached.
+    let nocloud_first = |list: &[String]| {
+        let at = |name: &str| {
+            list.iter()
+                .position(|d| d.trim().eq_ignore_ascii_case(name))
+        };
+        at("NoCloud").is_some_and(|nc| at("ConfigDrive").is_none_or(|cd| nc < cd))
+    };
+    if !nocloud_first(list)
+        && let Some(cfg) = ci.config_datasource_list.as_deref()
+        && nocloud_first(cfg)
+    {
+        // ds-identify's reading governs at boot and is fine; cloud-init's
+        // own reading is not, and would apply wherever ds-identify does not
+        // run (or its policy is changed to `enabled`).
+        let file = ci
+            .config_datasource_source
+            .as_deref()
+            .unwrap_or("the cloud-init configuration");
+        out.push(
+            codes::CLOUD_INIT_NOCLOUD_FIRST_OVERRIDDEN,
+            Severity::Warning,
+            format!(
+                "{file} sets datasource_list [{}] (NoCloud before ConfigDrive) in a form ds-identify does not read; at boot ds-identify's list {shown} from {source} overrides it, so Droplets work only as long as ds-identify runs",
+                cfg.join(", ")
+            ),
+            Some(format!(
+                "write the list on one line in {file}: `{GOOD}`, then run `cloud-init clean` in the image"
+            )),
+            DOC_REQUIREMENTS,
+        );
+    }
     if let Some(nc) = at("NoCloud")
         && at("ConfigDrive").is_none_or(|cd| nc < cd)
     {
@@ -1015,6 +1050,15 @@ mod tests {
         let v = nocloud("config", "/etc/cloud/cloud.cfg");
         let h = v.findings[0].hint.clone().unwrap();
         assert!(h.starts_with("edit /etc/cloud/cloud.cfg to read"), "{h}");
+        let v = nocloud("ds_identify_config", "/etc/cloud/cloud.cfg.d/90.cfg");
+        let h = v.findings[0].hint.clone().unwrap();
+        assert!(h.contains("90.cfg") && h.contains("on one line"), "{h}");
+        let v = nocloud(
+            "ds_identify_config",
+            "`datasource:` in /etc/cloud/ds-identify.cfg",
+        );
+        let h = v.findings[0].hint.clone().unwrap();
+        assert!(h.contains("remove the `datasource:` line"), "{h}");
     }
 
     #[test]

@@ -309,63 +309,90 @@ fn cloud_init_prerelease_versions_are_too_old() {
     assert_eq!(got.codes(), ["cloud_init.too_old"]);
 }
 
-/// Each YAML form issue 10 found hiding NoCloud-before-ConfigDrive now
-/// shows it; the forms cloud-init ignores or reads as a string do not
-/// (PyYAML agrees: crates/imgcheck-guest/tests/yaml_differential.rs).
+/// Each YAML form issue 10 found hiding NoCloud-before-ConfigDrive, judged
+/// twice. Without ds-identify cloud-init's own reading (PyYAML's, see
+/// crates/imgcheck-guest/tests/yaml_differential.rs) governs: every form
+/// shows NoCloud first. With ds-identify (the debian family runs it from
+/// cloud-init's generator) its line-by-line reading governs at boot (see
+/// crates/imgcheck-guest/tests/ds_identify_differential.rs, which runs the
+/// real script on these forms): where it does not see the list, the
+/// NoCloud-first configuration is a warning; where it reads NoCloud first
+/// (`] in quotes`, the first line of a multi-line flow), an error.
 #[test]
 fn yaml_forms_that_hid_nocloud_first() {
-    for (name, text) in [
+    const OVERRIDDEN: &str = "cloud_init.nocloud_first_overridden";
+    const FIRST: &str = "cloud_init.nocloud_before_configdrive";
+    for (name, text, with_ds_identify) in [
         (
             "quoted key",
             "\"datasource_list\": [NoCloud, ConfigDrive, None]\n",
+            &[OVERRIDDEN][..],
         ),
         (
             "alias",
             "x: &ds [NoCloud, ConfigDrive, None]\ndatasource_list: *ds\n",
+            // ds-identify searches for a datasource named `*ds`.
+            &[OVERRIDDEN, "cloud_init.datasource_missing"][..],
         ),
         (
             "BOM",
             "\u{FEFF}datasource_list: [NoCloud, ConfigDrive, None]\n",
+            &[OVERRIDDEN][..],
         ),
         (
             "!!seq",
             "datasource_list: !!seq [NoCloud, ConfigDrive, None]\n",
+            // ds-identify reads `[NoCloud` as a name.
+            &[OVERRIDDEN][..],
         ),
         (
             "] in quotes",
             "datasource_list: ['x]y', NoCloud, ConfigDrive]\n",
+            &[FIRST][..],
         ),
         (
             "multi-line flow map",
             "{\n  datasource_list: [NoCloud,\n    ConfigDrive],\n  x: 1\n}\n",
+            &[FIRST][..],
         ),
     ] {
+        let put_it = |t: &Path| put(t, "/etc/cloud/cloud.cfg.d/99-x.cfg", text);
+        let v = case("debian", put_it, DO);
+        assert_eq!(v.codes(), with_ds_identify, "{name}, with ds-identify");
         let v = case(
             "debian",
-            |t| put(t, "/etc/cloud/cloud.cfg.d/99-x.cfg", text),
+            |t| {
+                put_it(t);
+                rm(t, "/usr/lib/systemd/system-generators/cloud-init-generator");
+            },
             DO,
         );
-        assert_eq!(
-            v.codes(),
-            ["cloud_init.nocloud_before_configdrive"],
-            "{name}"
-        );
+        assert_eq!(v.codes(), [FIRST], "{name}, without ds-identify");
     }
-    // A trailing `---` makes a second document: safe_load refuses the file,
-    // cloud-init ignores it, its NoCloud-first list never applies.
+    // A trailing `---` makes a second document: safe_load refuses the file
+    // and cloud-init ignores it, but ds-identify reads its one-line list
+    // and binds cloud-init to it at boot.
+    let trailing = |t: &Path| {
+        put(
+            t,
+            "/etc/cloud/cloud.cfg.d/99-x.cfg",
+            "datasource_list: [NoCloud, ConfigDrive]\n---\n",
+        )
+    };
+    let v = case("debian", trailing, DO);
+    assert_eq!(v.codes(), [FIRST, "cloud_init.config_ignored"]);
     let v = case(
         "debian",
         |t| {
-            put(
-                t,
-                "/etc/cloud/cloud.cfg.d/99-x.cfg",
-                "datasource_list: [NoCloud, ConfigDrive]\n---\n",
-            )
+            trailing(t);
+            rm(t, "/usr/lib/systemd/system-generators/cloud-init-generator");
         },
         DO,
     );
-    assert_eq!(v.codes(), ["cloud_init.config_ignored"]);
-    assert!(v.pass);
+    // Without ds-identify the ignored file's list never applies; the
+    // built-in default (NoCloud first) does.
+    assert_eq!(v.codes(), [FIRST, "cloud_init.config_ignored"]);
+    assert!(v.findings[0].message.contains("built-in default"));
     // A folded scalar is one string, not a list: no datasource named.
     let v = case(
         "debian",

@@ -763,7 +763,7 @@ pub fn linode_cloud_init(ci: &imgcheck_guest::CloudInitFacts) -> bool {
     });
     let configured = matches!(
         ci.datasource_decided_by.as_deref(),
-        Some("config" | "kernel_cmdline")
+        Some("config" | "ds_identify_config" | "kernel_cmdline")
     );
     let lists_akamai = !configured
         || ci

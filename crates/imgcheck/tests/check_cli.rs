@@ -709,6 +709,7 @@ const SEVERITIES: &[(&str, [&str; 3])] = &[
     ("cloud_init.config_ignored", ["w", "-", "-"]),
     ("cloud_init.nocloud_before_configdrive", ["e", "-", "-"]),
     ("cloud_init.datasource_missing", ["w", "-", "-"]),
+    ("cloud_init.nocloud_first_overridden", ["w", "-", "-"]),
     ("sshd.missing", ["e", "-", "w"]),
     ("sshd.not_enabled", ["e", "-", "-"]),
     ("sshd.enabled_unknown", ["w", "-", "-"]),

@@ -16,18 +16,24 @@
 //! 1. `ds=`, `ci.ds=` or `ci.datasource=` on the kernel command line (grub.cfg
 //!    `linux` lines, BLS entries, grubenv `kernelopts`, `GRUB_CMDLINE_LINUX*`
 //!    in /etc/default/grub): ds-identify then searches only that one;
-//! 2. the configuration files, when one sets `datasource_list`;
-//! 3. nothing configured: on an image that runs ds-identify at boot (from
-//!    cloud-init's systemd generator, or from the OpenRC service
-//!    `cloud-init-ds-identify` of cloud-init 24.1+), ds-identify's own
-//!    default order (`DI_DSLIST_DEFAULT`, ConfigDrive before NoCloud)
-//!    governs; on any other image cloud-init's built-in list (settings.py
+//! 2. on an image that runs ds-identify at boot (from cloud-init's systemd
+//!    generator, or from the OpenRC service `cloud-init-ds-identify` of
+//!    cloud-init 24.1+) in its default `search` mode: what ds-identify
+//!    reads ([`super::ds_identify`]): `datasource:` in ds-identify.cfg, else
+//!    the last one-line `datasource_list:` of the files, else its own
+//!    default order (`DI_DSLIST_DEFAULT`, ConfigDrive before NoCloud). Its
+//!    result goes to /run/cloud-init/cloud.cfg, which outranks /etc/cloud,
+//!    so a block-style list cloud-init would read is overridden;
+//! 3. otherwise the configuration files as cloud-init reads them, when one
+//!    sets `datasource_list`;
+//! 4. nothing configured: cloud-init's built-in list (settings.py
 //!    `CFG_BUILTIN`, NoCloud first).
 //!
 //! Disabled markers (ds-identify `is_disabled`, the systemd generator):
-//! `/etc/cloud/cloud-init.disabled`, or `cloud-init=disabled` on the kernel
-//! command line.
+//! `/etc/cloud/cloud-init.disabled`, `cloud-init=disabled` on the kernel
+//! command line, or ds-identify's policy `disabled`.
 
+use super::ds_identify::{self, DsIdentify, Mode};
 use super::yaml::{self, Value};
 use crate::root::{Guest, Kind};
 
@@ -122,8 +128,12 @@ pub fn canonical(name: &str) -> String {
 pub mod decided_by {
     /// A `ds=` / `ci.ds=` on the kernel command line.
     pub const KERNEL_CMDLINE: &str = "kernel_cmdline";
-    /// A configuration file.
+    /// A configuration file, as cloud-init reads it (no ds-identify binds
+    /// it at boot).
     pub const CONFIG: &str = "config";
+    /// What ds-identify reads at boot: the `datasource_list:` line of a
+    /// configuration file, or `datasource:` in /etc/cloud/ds-identify.cfg.
+    pub const DS_IDENTIFY_CONFIG: &str = "ds_identify_config";
     /// ds-identify's default order (images that run ds-identify at boot).
     pub const DS_IDENTIFY_DEFAULT: &str = "ds_identify_default";
     /// cloud-init's built-in default.
@@ -147,6 +157,11 @@ pub struct DatasourceFacts {
     pub disabled_by: Vec<String>,
     /// ds-identify runs at boot (the systemd generator and ds-identify).
     pub ds_identify: bool,
+    /// cloud-init's own reading of the configuration, when ds-identify
+    /// overrides it at boot with a different list.
+    pub config_list: Option<Vec<String>>,
+    /// The file of [`Self::config_list`].
+    pub config_source: Option<String>,
 }
 
 /// One configuration file loaded the way cloud-init's read_conf does:
@@ -409,16 +424,17 @@ fn has_ds_identify(g: &Guest) -> bool {
 }
 
 /// Combines loaded configs (path, value; highest priority first) with a
-/// datasource from the kernel command line (name, file) and whether
-/// ds-identify runs, into the effective facts.
+/// datasource from the kernel command line (name, file) and what
+/// ds-identify reads (`None` when it does not run at boot), into the
+/// effective facts.
 pub fn effective(
     configs: &[(String, Value)],
     cmdline: Option<(String, String)>,
-    ds_identify: bool,
+    di: Option<&DsIdentify>,
 ) -> DatasourceFacts {
     use decided_by::*;
     let mut f = DatasourceFacts {
-        ds_identify,
+        ds_identify: di.is_some(),
         ..Default::default()
     };
     let mut merged = Value::Map(Vec::new());
@@ -427,14 +443,10 @@ pub fn effective(
     }
     f.default_user = default_user_of(&merged);
     let configured = merged.get("datasource_list").and_then(|v| list_items(v));
-    if let Some((ds, p)) = cmdline {
-        f.list = Some(vec![ds]);
-        f.source = Some(format!("kernel command line in {p}"));
-        f.decided_by = Some(KERNEL_CMDLINE.into());
-    } else if let Some(list) = configured {
-        // The highest-priority file that sets it is the one whose list won
-        // (lists are never merged).
-        let from = configs
+    // The highest-priority file that sets it is the one whose list won
+    // (lists are never merged).
+    let configured_in = || {
+        configs
             .iter()
             .find(|(_, v)| {
                 v.get("datasource_list")
@@ -443,24 +455,55 @@ pub fn effective(
             .map_or_else(
                 || "the cloud-init configuration".to_owned(),
                 |(p, _)| p.clone(),
-            );
-        f.list = Some(list);
-        f.source = Some(from);
-        f.decided_by = Some(CONFIG.into());
-    } else if ds_identify {
-        f.list = Some(DS_IDENTIFY_LIST.iter().map(|s| (*s).to_owned()).collect());
-        f.source = Some(
-            "ds-identify's default order (no datasource_list configured; ds-identify runs at boot)"
-                .into(),
-        );
+            )
+    };
+    // Only in `search` mode does ds-identify's result bind cloud-init.
+    let binding = di.filter(|d| d.mode == Mode::Search);
+    let defaults = |l: &[&str]| Some(l.iter().map(|s| (*s).to_owned()).collect());
+    if let Some((ds, p)) = cmdline {
+        f.list = Some(vec![ds]);
+        f.source = Some(format!("kernel command line in {p}"));
+        f.decided_by = Some(KERNEL_CMDLINE.into());
+    } else if let Some(name) = binding.and_then(|d| d.dsname.as_ref()) {
+        f.list = Some(vec![name.clone()]);
+        f.source = Some("`datasource:` in /etc/cloud/ds-identify.cfg".into());
+        f.decided_by = Some(DS_IDENTIFY_CONFIG.into());
+    } else if let Some((list, p)) = binding
+        .and_then(|d| d.config_list.as_ref())
+        .filter(|(l, _)| !l.is_empty())
+    {
+        f.list = Some(list.clone());
+        // decided_by says it is ds-identify's reading of that file.
+        f.source = Some(p.clone());
+        f.decided_by = Some(DS_IDENTIFY_CONFIG.into());
+    } else if binding.is_some() {
+        f.list = defaults(DS_IDENTIFY_LIST);
+        f.source = Some(match &configured {
+            Some(_) => format!(
+                "ds-identify's default order: ds-identify reads only a one-line `datasource_list: [ ... ]` and sees none in {}, and what it finds at boot overrides cloud-init's configuration",
+                configured_in()
+            ),
+            None => "ds-identify's default order (no datasource_list configured; ds-identify runs at boot)".into(),
+        });
         f.decided_by = Some(DS_IDENTIFY_DEFAULT.into());
+    } else if let Some(list) = configured.clone() {
+        f.list = Some(list);
+        f.source = Some(configured_in());
+        f.decided_by = Some(CONFIG.into());
     } else {
-        f.list = Some(BUILTIN_LIST.iter().map(|s| (*s).to_owned()).collect());
+        f.list = defaults(BUILTIN_LIST);
         f.source = Some(
             "cloud-init's built-in default (no datasource_list configured; settings.py CFG_BUILTIN)"
                 .into(),
         );
         f.decided_by = Some(BUILTIN_DEFAULT.into());
+    }
+    if binding.is_some()
+        && f.decided_by.as_deref() != Some(KERNEL_CMDLINE)
+        && let Some(c) = configured.filter(|c| Some(c) != f.list.as_ref())
+    {
+        f.config_list = Some(c);
+        f.config_source = Some(configured_in());
     }
     f
 }
@@ -482,8 +525,14 @@ pub fn gather(g: &Guest) -> DatasourceFacts {
                 .rev()
                 .find_map(|(c, p)| cmdline_datasource(c).map(|d| (d, p.clone())))
         });
-    let mut f = effective(&configs, cmdline, has_ds_identify(g));
+    let di = has_ds_identify(g).then(|| ds_identify::gather(g, &lines));
+    let mut f = effective(&configs, cmdline, di.as_ref());
     f.ignored = ignored;
+    if let Some(d) = di.as_ref().filter(|d| d.mode == Mode::Disabled) {
+        let from = d.mode_source.as_deref().unwrap_or("ds-identify");
+        f.disabled_by
+            .push(format!("ds-identify policy `disabled` in {from}"));
+    }
     if g.lstat("/etc/cloud/cloud-init.disabled").is_some() {
         f.disabled_by
             .push("/etc/cloud/cloud-init.disabled exists".into());
@@ -552,7 +601,8 @@ mod tests {
                 "datasource_list: [ConfigDrive, NoCloud]\nsystem_info:\n  default_user:\n    name: debian\n",
             ),
         ];
-        let f = effective(&files, None, true);
+        // No ds-identify: cloud-init's own reading governs.
+        let f = effective(&files, None, None);
         assert_eq!(f.list, l(&["NoCloud", "ConfigDrive"]));
         assert_eq!(f.source.as_deref(), Some("/etc/cloud/cloud.cfg.d/90-x.cfg"));
         assert_eq!(f.decided_by.as_deref(), Some("config"));
@@ -561,7 +611,7 @@ mod tests {
         let f = effective(
             &files,
             Some(("NoCloud".into(), "/boot/grub/grub.cfg".into())),
-            true,
+            None,
         );
         assert_eq!(f.list, l(&["NoCloud"]));
         assert_eq!(f.decided_by.as_deref(), Some("kernel_cmdline"));
@@ -572,19 +622,58 @@ mod tests {
             cfg("/etc/cloud/cloud.cfg", "datasource_list: [NoCloud]\n"),
         ];
         assert_eq!(
-            effective(&files, None, true).decided_by.as_deref(),
-            Some("ds_identify_default")
+            effective(&files, None, None).decided_by.as_deref(),
+            Some("builtin_default")
         );
+    }
+
+    fn di(list: Option<&[&str]>) -> DsIdentify {
+        DsIdentify {
+            config_list: list.map(|l| {
+                (
+                    l.iter().map(|s| (*s).to_owned()).collect(),
+                    "/etc/cloud/cloud.cfg.d/90-x.cfg".to_owned(),
+                )
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ds_identify_binds_at_boot() {
+        // cloud-init would read a block-style NoCloud-first list; ds-identify
+        // sees no list and searches in its default order.
+        let files = vec![cfg(
+            "/etc/cloud/cloud.cfg.d/90-x.cfg",
+            "datasource_list:\n - NoCloud\n - ConfigDrive\n",
+        )];
+        let f = effective(&files, None, Some(&di(Some(&[]))));
+        assert_eq!(f.decided_by.as_deref(), Some("ds_identify_default"));
+        assert!(f.source.unwrap().contains("90-x.cfg"));
+        // A one-line list it does read.
+        let f = effective(&files, None, Some(&di(Some(&["NoCloud"]))));
+        assert_eq!(f.list, l(&["NoCloud"]));
+        assert_eq!(f.decided_by.as_deref(), Some("ds_identify_config"));
+        // `policy: enabled`: ds-identify binds nothing, cloud-init reads YAML.
+        let mut d = di(Some(&["ConfigDrive"]));
+        d.mode = Mode::Enabled;
+        let f = effective(&files, None, Some(&d));
+        assert_eq!(f.list, l(&["NoCloud", "ConfigDrive"]));
+        assert_eq!(f.decided_by.as_deref(), Some("config"));
+        // `datasource:` in ds-identify.cfg names the only one searched.
+        let mut d = di(None);
+        d.dsname = Some("Ec2".into());
+        assert_eq!(effective(&files, None, Some(&d)).list, l(&["Ec2"]));
     }
 
     #[test]
     fn defaults_when_nothing_is_configured() {
-        let f = effective(&[], None, true);
+        let f = effective(&[], None, Some(&di(None)));
         assert_eq!(f.decided_by.as_deref(), Some("ds_identify_default"));
         let list = f.list.unwrap();
         let pos = |n: &str| list.iter().position(|d| d == n).unwrap();
         assert!(pos("ConfigDrive") < pos("NoCloud"));
-        let f = effective(&[], None, false);
+        let f = effective(&[], None, None);
         assert_eq!(f.decided_by.as_deref(), Some("builtin_default"));
         assert_eq!(f.list.unwrap()[0], "NoCloud");
     }

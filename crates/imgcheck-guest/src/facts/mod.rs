@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod cloud_init;
 pub mod datasource;
+pub mod ds_identify;
 pub mod kakao;
 pub mod os;
 pub mod sshd;
@@ -35,6 +36,8 @@ pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport
                 f.cloud_init.datasource_source = ds.source;
                 f.cloud_init.datasource_decided_by = ds.decided_by;
                 f.cloud_init.ds_identify = ds.ds_identify;
+                f.cloud_init.config_datasource_list = ds.config_list;
+                f.cloud_init.config_datasource_source = ds.config_source;
                 f.cloud_init.disabled_by = ds.disabled_by;
             }
             f.sshd = sshd::gather(g, &f.os);
