@@ -7,6 +7,7 @@ pub mod cloud_init;
 pub mod datasource;
 pub mod kakao;
 pub mod os;
+pub mod rpmdb;
 pub mod sshd;
 pub mod yaml;
 
