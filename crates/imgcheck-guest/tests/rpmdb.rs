@@ -1,13 +1,14 @@
 //! The rpm database reader on databases rpm itself wrote
 //! (tools/fixtures/76-rpmdb.sh: rpmbuild packages installed with
-//! `rpm -i --justdb`, and a write-ahead log left by python3's sqlite3).
-//! Expected versions and row counts are `rpm -q` / `rpm -qa` answers
-//! recorded in the manifest, never the reader's.
+//! `rpm -i --justdb`, a write-ahead log left by python3's sqlite3, and
+//! Berkeley DB hash databases written by db5.3_load and read back by rpm's
+//! bdb_ro backend). Expected versions and row counts are `rpm -q` /
+//! `rpm -qa` answers recorded in the manifest, never the reader's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use imgcheck_guest::facts::rpmdb::{self, RpmdbError, wal};
+use imgcheck_guest::facts::rpmdb::{self, Format, RpmdbError, wal};
 use proptest::prelude::*;
 
 fn fixtures_dir() -> PathBuf {
@@ -17,8 +18,11 @@ fn fixtures_dir() -> PathBuf {
     }
 }
 
-/// (database bytes with its log applied, notes) of every kind=rpmdb line.
-fn fixtures() -> Vec<(String, Vec<u8>, BTreeMap<String, String>)> {
+/// A database fixture: (path, format, bytes with its log applied, notes).
+type Fixture = (String, Format, Vec<u8>, BTreeMap<String, String>);
+
+/// Every kind=rpmdb line.
+fn fixtures() -> Vec<Fixture> {
     let dir = fixtures_dir();
     let text = std::fs::read_to_string(dir.join("manifest.tsv"))
         .expect("manifest.tsv: run tools/gen-fixtures first");
@@ -37,19 +41,26 @@ fn fixtures() -> Vec<(String, Vec<u8>, BTreeMap<String, String>)> {
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
-            (f[1].to_owned(), db, notes)
+            let format = match f[2] {
+                "sqlite" => Format::Sqlite,
+                "bdb" => Format::BerkeleyDb,
+                other => panic!("{}: format {other}", f[1]),
+            };
+            (f[1].to_owned(), format, db, notes)
         })
         .collect();
     assert!(
-        out.len() >= 2 && out.iter().any(|f| f.0.contains("wal")),
+        out.len() >= 4
+            && out.iter().any(|f| f.0.contains("wal"))
+            && out.iter().any(|f| f.1 == Format::BerkeleyDb),
         "no rpmdb fixtures: tools/fixtures/76-rpmdb.sh did not run"
     );
     out
 }
 
 /// Every package name in the database, in row order.
-fn all_names(file: &str, db: &[u8]) -> Result<Vec<String>, RpmdbError> {
-    Ok(rpmdb::sqlite_all(file, db)?
+fn all_names(file: &str, db: &[u8], format: Format) -> Result<Vec<String>, RpmdbError> {
+    Ok(rpmdb::all(file, db, format)?
         .into_iter()
         .map(|p| p.name)
         .collect())
@@ -57,8 +68,8 @@ fn all_names(file: &str, db: &[u8]) -> Result<Vec<String>, RpmdbError> {
 
 #[test]
 fn versions_are_what_rpm_q_says() {
-    for (file, db, notes) in fixtures() {
-        let found = rpmdb::sqlite_packages(&file, &db, &["cloud-init", "openssh-server"])
+    for (file, format, db, notes) in fixtures() {
+        let found = rpmdb::packages(&file, &db, format, &["cloud-init", "openssh-server"])
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         for name in ["cloud-init", "openssh-server"] {
             let p = found.iter().find(|p| p.name == name);
@@ -68,7 +79,7 @@ fn versions_are_what_rpm_q_says() {
                 "{file}: {name}"
             );
         }
-        let names = all_names(&file, &db).unwrap();
+        let names = all_names(&file, &db, format).unwrap();
         assert_eq!(names.len().to_string(), notes["rows"], "{file}");
         assert_eq!(
             names.iter().filter(|n| n.starts_with("filler-")).count(),
@@ -87,13 +98,17 @@ fn the_main_file_alone_is_the_state_before_the_log() {
 
 #[test]
 fn truncated_files_are_errors_not_panics() {
-    let (file, db, _) = fixtures().remove(0);
-    for len in [0, 50, 100, 4096, 4097, db.len() / 2, db.len() - 1] {
-        let r = rpmdb::sqlite_packages(&file, &db[..len], &["cloud-init"]);
-        // A cut may fall after every page the lookup needs; it must never
-        // give a different version.
-        if let Ok(p) = r {
-            assert!(p.iter().all(|p| p.evr() == "23.4-7.el9"), "{len}: {p:?}");
+    for (file, format, db, notes) in fixtures() {
+        for len in [0, 50, 100, 4096, 4097, db.len() / 2, db.len() - 1] {
+            let r = rpmdb::packages(&file, &db[..len], format, &["cloud-init"]);
+            // A cut may fall after every page the lookup needs; it must
+            // never give a different version.
+            if let Ok(p) = r {
+                assert!(
+                    p.iter().all(|p| p.evr() == notes["cloud-init"]),
+                    "{file} {len}: {p:?}"
+                );
+            }
         }
     }
 }
@@ -106,9 +121,11 @@ proptest! {
     /// error, never a panic or a hang.
     #[test]
     fn patched_database_never_panics(
+        which in any::<prop::sample::Index>(),
         patches in prop::collection::vec((any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..8)), 1..24)
     ) {
-        let (file, mut db, _) = fixtures().remove(0);
+        let mut all = fixtures();
+        let (file, format, mut db, _) = all.swap_remove(which.index(all.len()));
         for (at, bytes) in patches {
             let at = at.index(db.len());
             for (i, b) in bytes.into_iter().enumerate() {
@@ -117,8 +134,8 @@ proptest! {
                 }
             }
         }
-        let _ = rpmdb::sqlite_packages(&file, &db, &["cloud-init", "openssh-server"]);
-        let _ = all_names(&file, &db);
+        let _ = rpmdb::packages(&file, &db, format, &["cloud-init", "openssh-server"]);
+        let _ = all_names(&file, &db, format);
     }
 
     /// Patches in the write-ahead log: applying it never panics.

@@ -7,10 +7,11 @@
 //! dist-info), then the dpkg, apk, pacman and rpm databases. Every RPM
 //! build of cloud-init (CentOS 7 to RHEL 10, Fedora, openSUSE) installs
 //! version.py and egg-info, which answer first; the rpm database answers
-//! when they are gone but the package is still registered. Only rpm's
-//! SQLite database is read ([`super::rpmdb`]): on CentOS/RHEL 7 and 8
-//! (Berkeley DB) that case stays `cloud_init.version_unknown`, with a note
-//! saying the database was not read, never a wrong version.
+//! when they are gone but the package is still registered
+//! ([`super::rpmdb`]: SQLite `rpmdb.sqlite` and the Berkeley DB `Packages`
+//! of CentOS/RHEL 7 and 8). openSUSE's ndb is not read: there that case
+//! stays `cloud_init.version_unknown`, with a note saying so, never a
+//! wrong version.
 
 use crate::report::CloudInitFacts;
 use crate::root::{Guest, Kind};
