@@ -245,8 +245,10 @@ impl<'a> Bdb<'a> {
     }
 }
 
-/// What [`walk`] calls for each pair: `(key, data)`.
-pub type PairFn<'f> = dyn FnMut(&[u8], &[u8]) -> Result<(), RpmdbError> + 'f;
+/// What [`walk`] calls for each pair: `(key, data, little_endian)`, the
+/// last telling the byte order of the machine that wrote the database
+/// (rpm's keys are header numbers in that order).
+pub type PairFn<'f> = dyn FnMut(&[u8], &[u8], bool) -> Result<(), RpmdbError> + 'f;
 
 /// Calls `f(key, data)` for every key/data pair of the hash database
 /// `data` (the bytes of `file`), bucket by bucket.
@@ -266,7 +268,7 @@ pub fn walk(file: &str, data: &[u8], f: &mut PairFn<'_>) -> Result<(), RpmdbErro
             for pair in items.chunks_exact(2) {
                 let key = db.item(page, n, pair[0], &mut seen)?;
                 let value = db.item(page, n, pair[1], &mut seen)?;
-                f(&key, &value)?;
+                f(&key, &value, db.le)?;
             }
             n = db.u32_at(page, 16);
         }

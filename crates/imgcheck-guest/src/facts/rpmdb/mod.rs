@@ -146,10 +146,11 @@ fn each(
     };
     match format {
         Format::Sqlite => sqlite_each(file, db, &mut one),
-        Format::BerkeleyDb => bdb::walk(file, db, &mut |key, value| {
+        Format::BerkeleyDb => bdb::walk(file, db, &mut |key, value, le| {
             // Key 0 holds rpm's next header number, not a header.
             let row = match key {
-                [a, b, c, d] => i64::from(u32::from_le_bytes([*a, *b, *c, *d])),
+                [a, b, c, d] if le => i64::from(u32::from_le_bytes([*a, *b, *c, *d])),
+                [a, b, c, d] => i64::from(u32::from_be_bytes([*a, *b, *c, *d])),
                 _ => -1,
             };
             if row == 0 {
