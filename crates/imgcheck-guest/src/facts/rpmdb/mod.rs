@@ -244,10 +244,120 @@ pub fn lookup(g: &Guest, wanted: &[&str]) -> Lookup {
         }
     }
     for p in UNREAD_PATHS {
+        let Some(real) = g.resolve(p) else { continue };
+        if read.contains(&real) {
+            continue;
+        }
+        read.push(real);
         if matches!(g.stat(p), Some(Kind::File(n)) if n > 0) {
             out.problems
                 .push(format!("rpm database {p} (ndb) is not read by imgcheck"));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::fs::{FsError, GuestFs};
+    use crate::report::FsKind;
+
+    /// Files, links and directories in memory.
+    #[derive(Debug, Default)]
+    struct MapFs {
+        files: HashMap<String, Vec<u8>>,
+        links: HashMap<String, String>,
+    }
+
+    impl MapFs {
+        fn is_dir(&self, p: &str) -> bool {
+            p == "/"
+                || self
+                    .files
+                    .keys()
+                    .chain(self.links.keys())
+                    .any(|f| f.starts_with(&format!("{p}/")))
+        }
+    }
+
+    impl GuestFs for MapFs {
+        fn kind(&self) -> FsKind {
+            FsKind::Ext4
+        }
+        fn lstat(&self, p: &str) -> Result<Option<Kind>, FsError> {
+            Ok(if let Some(f) = self.files.get(p) {
+                Some(Kind::File(f.len() as u64))
+            } else if self.links.contains_key(p) {
+                Some(Kind::Symlink)
+            } else {
+                self.is_dir(p).then_some(Kind::Dir)
+            })
+        }
+        fn read_link(&self, p: &str) -> Result<Vec<u8>, FsError> {
+            self.links
+                .get(p)
+                .map(|l| l.as_bytes().to_vec())
+                .ok_or_else(|| FsError::WrongKind {
+                    path: p.into(),
+                    why: "not a symlink",
+                })
+        }
+        fn read_dir(&self, _: &str, _: usize) -> Result<Vec<String>, FsError> {
+            Ok(Vec::new())
+        }
+        fn read(&self, p: &str, max: u64) -> Result<Vec<u8>, FsError> {
+            let f = self.files.get(p).cloned().unwrap_or_default();
+            Ok(f[..f.len().min(usize::try_from(max).unwrap_or(usize::MAX))].to_vec())
+        }
+    }
+
+    fn guest(files: &[(&str, &[u8])], links: &[(&str, &str)]) -> Guest {
+        let fs = MapFs {
+            files: files
+                .iter()
+                .map(|(p, d)| ((*p).to_owned(), d.to_vec()))
+                .collect(),
+            links: links
+                .iter()
+                .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+                .collect(),
+        };
+        Guest::new(Rc::new(fs), 0, false)
+    }
+
+    #[test]
+    fn damaged_and_unread_databases_are_said_not_guessed() {
+        // Fedora's link: the damaged database is read (and reported) once.
+        let g = guest(
+            &[
+                ("/usr/lib/sysimage/rpm/rpmdb.sqlite", b"SQLite format 3\0xx"),
+                ("/usr/lib/sysimage/rpm/Packages.db", b"RpmP"),
+            ],
+            &[("/var/lib/rpm", "../../usr/lib/sysimage/rpm")],
+        );
+        let l = lookup(&g, &["cloud-init"]);
+        assert_eq!(l.source, None);
+        assert!(l.packages.is_empty());
+        assert_eq!(l.problems.len(), 2, "{:?}", l.problems);
+        assert!(
+            l.problems[0].contains("/var/lib/rpm/rpmdb.sqlite: SQLite file header"),
+            "{:?}",
+            l.problems
+        );
+        assert!(l.problems[1].contains("Packages.db (ndb) is not read"));
+        // Not a Berkeley DB file at all.
+        let g = guest(&[("/var/lib/rpm/Packages", b"garbage")], &[]);
+        let l = lookup(&g, &["cloud-init"]);
+        assert!(l.problems[0].contains("not a Berkeley DB hash database"));
+        // No database: nothing to say.
+        assert!(
+            lookup(&guest(&[], &[]), &["cloud-init"])
+                .problems
+                .is_empty()
+        );
+    }
 }

@@ -101,8 +101,14 @@ impl<'a> Db<'a> {
             offset,
             reason,
         };
-        if data.len() < 100 || !data.starts_with(b"SQLite format 3\0") {
+        if !data.starts_with(b"SQLite format 3\0") {
             return Err(corrupt(0, "no \"SQLite format 3\" magic".into()));
+        }
+        if data.len() < 100 {
+            return Err(corrupt(
+                0,
+                format!("{} bytes, shorter than the header", data.len()),
+            ));
         }
         let raw = be16(data, 16).unwrap_or(0);
         let page_size = if raw == 1 { 65536 } else { raw };
