@@ -190,6 +190,15 @@ impl Guest {
         r
     }
 
+    /// Records a problem reading a guest file's contents (a database the
+    /// facts could not parse), reported like an unreadable file.
+    pub(crate) fn note_problem(&self, problem: String) {
+        let mut p = self.problems.borrow_mut();
+        if p.len() < 100 && !p.contains(&problem) {
+            p.push(problem);
+        }
+    }
+
     /// Unreadable-file problems met so far.
     pub fn problems(&self) -> Vec<String> {
         self.problems.borrow().clone()

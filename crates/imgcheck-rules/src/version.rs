@@ -184,4 +184,17 @@ mod tests {
         assert_eq!(at_least("0.7.7-1", MIN), Some(true));
         assert_eq!(at_least("garbage", MIN), None);
     }
+
+    /// rpm's `[EPOCH:]VERSION-RELEASE`, as the rpmdb reader reports it
+    /// (`rpm -q --qf '%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}'`).
+    #[test]
+    fn rpm_evr() {
+        assert_eq!(at_least("23.4-7.el9", MIN), Some(true));
+        assert_eq!(at_least("23.4-1.el9", MIN), Some(true));
+        assert_eq!(at_least("24.1.4-1.fc40", MIN), Some(true));
+        assert_eq!(at_least("1:23.4-7.el9_4.1", MIN), Some(true));
+        assert_eq!(at_least("0.7.5-10.el7.centos.1", MIN), Some(false));
+        assert_eq!(at_least("1:0.7.5-10.el7", MIN), Some(false));
+        assert_eq!(upstream("1:23.4-7.el9").as_deref(), Some("23.4"));
+    }
 }

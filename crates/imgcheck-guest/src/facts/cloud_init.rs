@@ -3,14 +3,15 @@
 //!
 //! The version comes, most precise first, from cloud-init's own Python
 //! package (`cloudinit/version.py`; from 26.1 on the meson-generated
-//! `cloudinit/meson_versions.py`), then the dpkg, apk and pacman databases.
-//! rpm databases (sqlite / BerkeleyDB) are not read: every RPM build of
-//! cloud-init (CentOS 7 to RHEL 10, Fedora, openSUSE) installs its Python
-//! package with `version.py` and egg-info metadata, which answer first;
-//! reading the rpmdb would need an SQLite b-tree reader plus an RPM header
-//! parser over a file of tens of MB, for a case (the Python files deleted
-//! but the package still registered) we have not seen. The gap shows as
-//! `cloud_init.version_unknown`, never as a wrong version.
+//! `cloudinit/meson_versions.py`), its Python metadata (egg-info /
+//! dist-info), then the dpkg, apk, pacman and rpm databases. Every RPM
+//! build of cloud-init (CentOS 7 to RHEL 10, Fedora, openSUSE) installs
+//! version.py and egg-info, which answer first; the rpm database answers
+//! when they are gone but the package is still registered
+//! ([`super::rpmdb`]: SQLite `rpmdb.sqlite` and the Berkeley DB `Packages`
+//! of CentOS/RHEL 7 and 8). openSUSE's ndb is not read: there that case
+//! stays `cloud_init.version_unknown`, with a note saying so, never a
+//! wrong version.
 
 use crate::report::CloudInitFacts;
 use crate::root::{Guest, Kind};
@@ -247,6 +248,17 @@ pub fn gather(g: &Guest) -> CloudInitFacts {
                 f.version_source = Some(p);
                 break;
             }
+        }
+    }
+    if f.version.is_none() {
+        let rpm = super::rpmdb::lookup(g, &["cloud-init"]);
+        for p in rpm.problems {
+            g.note_problem(p);
+        }
+        if let (Some(src), Some(p)) = (rpm.source, rpm.packages.first()) {
+            f.installed = true;
+            f.version = Some(p.evr());
+            f.version_source = Some(src);
         }
     }
     if !f.installed {

@@ -8,6 +8,7 @@ pub mod datasource;
 pub mod ds_identify;
 pub mod kakao;
 pub mod os;
+pub mod rpmdb;
 pub mod sshd;
 pub mod yaml;
 
