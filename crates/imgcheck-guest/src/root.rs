@@ -213,7 +213,7 @@ impl Guest {
                     t.borrow_mut().push(FileRead {
                         guest_path: path.to_owned(),
                         fs_offset: m.offset,
-                        fs_path: p,
+                        fs_path: m.fs.path_on_disk(&p),
                         data: data.clone(),
                     });
                 }
@@ -242,7 +242,7 @@ impl Guest {
             t.borrow_mut().push(FileRead {
                 guest_path: path.to_owned(),
                 fs_offset: m.offset,
-                fs_path: p,
+                fs_path: m.fs.path_on_disk(&p),
                 data: buf.clone(),
             });
         }

@@ -178,6 +178,13 @@ pub trait GuestFs: fmt::Debug {
         Vec::new()
     }
 
+    /// Where `path` of this view lives in the filesystem on disk (a view
+    /// of a subdirectory, such as an ostree deployment, adds its prefix),
+    /// for traces that other tools check.
+    fn path_on_disk(&self, path: &str) -> String {
+        path.to_owned()
+    }
+
     /// The view that the fstab mount options `options` select (btrfs
     /// `subvol=`/`subvolid=`), or `Ok(None)` when they select this view.
     fn with_mount_options(&self, options: &str) -> Result<Option<Rc<dyn GuestFs>>, FsError> {

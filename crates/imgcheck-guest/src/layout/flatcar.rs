@@ -143,7 +143,7 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
         .unwrap_or_else(|| format!("partition {n}"));
     let Some((usr_i, usr_fs)) = d.on_partition(n) else {
         notes.push(format!(
-            "Flatcar layout: /usr would be {label} (partition {n}, {why}), whose filesystem imgcheck cannot read"
+            "Flatcar layout: /usr would be {label} (partition {n}, {why}), which holds no filesystem imgcheck can read"
         ));
         return None;
     };

@@ -122,6 +122,9 @@ impl GuestFs for SubtreeFs {
     fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, FsError> {
         self.inner.read(&self.map(path), max)
     }
+    fn path_on_disk(&self, path: &str) -> String {
+        self.inner.path_on_disk(&self.map(path))
+    }
 }
 
 /// An empty tree holding only mount points: the `/` of a layout whose

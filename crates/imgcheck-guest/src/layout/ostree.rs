@@ -75,17 +75,18 @@ pub fn parse_entry(file: &str, text: &str) -> Entry {
 /// Compares versions the way BLS loaders do for ostree's plain numbers:
 /// runs of digits numerically, other text bytewise.
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    /// Splits into runs of ASCII digits and of everything else.
     fn runs(s: &str) -> Vec<(bool, &str)> {
         let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            let end =
-                i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit();
-            if end {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
-            }
+        let mut rest = s;
+        while let Some(first) = rest.chars().next() {
+            let digit = first.is_ascii_digit();
+            let end = rest
+                .find(|c: char| c.is_ascii_digit() != digit)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            out.push((digit, run));
+            rest = tail;
         }
         out
     }
@@ -268,4 +269,61 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
             "ostree: / is {deploy}, chosen by {why}; /var is {var}"
         )],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(file: &str, version: Option<&str>) -> Entry {
+        Entry {
+            file: file.to_owned(),
+            version: version.map(str::to_owned),
+            ostree: None,
+        }
+    }
+
+    #[test]
+    fn entries_in_boot_order() {
+        let mut v = vec![
+            e("ostree-1-fedora-coreos.conf", Some("1")),
+            e("other.conf", None),
+            e("ostree-10-fedora-coreos.conf", Some("10")),
+            e("ostree-2-fedora-coreos.conf", Some("2")),
+            e("b.conf", Some("2")),
+        ];
+        boot_order(&mut v);
+        let files: Vec<&str> = v.iter().map(|e| e.file.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "ostree-10-fedora-coreos.conf",
+                "ostree-2-fedora-coreos.conf",
+                "b.conf",
+                "ostree-1-fedora-coreos.conf",
+                "other.conf"
+            ]
+        );
+        assert_eq!(compare_versions("6.8.11", "6.8.9"), Ordering::Greater);
+        assert_eq!(compare_versions("007", "7"), Ordering::Equal);
+        assert_eq!(compare_versions("", "1"), Ordering::Less);
+    }
+
+    #[test]
+    fn entry_and_deployment_paths() {
+        let t = "title Fedora CoreOS 40 (ostree:0)\nversion 2\noptions a=b ostree=/ostree/boot.1/fedora-coreos/ab/0\noptions root=UUID=x\nlinux /ostree/x/vmlinuz\n";
+        let en = parse_entry("ostree-2.conf", t);
+        assert_eq!(en.version.as_deref(), Some("2"));
+        assert_eq!(
+            en.ostree.as_deref(),
+            Some("/ostree/boot.1/fedora-coreos/ab/0")
+        );
+        assert_eq!(
+            stateroot_of("/ostree/deploy/fedora-coreos/deploy/abc.0"),
+            Some("fedora-coreos")
+        );
+        assert_eq!(stateroot_of("/ostree/deploy/fedora-coreos/deploy"), None);
+        assert_eq!(stateroot_of("/ostree/deploy/x/var/abc.0"), None);
+        assert_eq!(stateroot_of("/ostree/deploy/x/deploy/a/b"), None);
+    }
 }
