@@ -95,9 +95,13 @@ fn fcos_boots_the_default_deployment() {
 #[test]
 fn flatcar_mounts_usr_a_from_its_partition() {
     let dir = fixtures_dir();
-    let r = inspect(open(&dir.join("guests/family-flatcar.img")));
+    let (r, reads) = inspect_traced(open(&dir.join("guests/family-flatcar.img")));
     let g = &r.guest;
     let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("/etc is an overlay of ROOT's /etc over /usr/share/flatcar/etc"),
+        "{notes}"
+    );
     assert_eq!(g.os.id.as_deref(), Some("flatcar"), "{notes}");
     assert_eq!(g.os.version_id.as_deref(), Some("3975.2.0"));
     assert!(
@@ -115,6 +119,16 @@ fn flatcar_mounts_usr_a_from_its_partition() {
         .unwrap();
     assert_eq!(usr.kind, FsKind::Ext2);
     assert!(usr.error.is_none(), "{:?}", usr.error);
+    // /etc/os-release: the overlay's lower layer links to /usr/lib/os-release,
+    // read from USR-A's /lib/os-release.
+    let os_release = reads
+        .iter()
+        .find(|f| f.guest_path == "/etc/os-release")
+        .expect("/etc/os-release read");
+    assert_eq!(
+        (os_release.fs_offset, os_release.fs_path.as_str()),
+        (usr.offset, "/lib/os-release")
+    );
     assert_eq!(g.sshd.enabled, Some(true), "{:?}", g.sshd);
     assert!(
         g.sshd
@@ -160,7 +174,7 @@ fn flatcar_follows_the_gpt_priority() {
         notes.contains("/usr would be USR-B (partition 4, highest GPT priority (2)"),
         "{notes}"
     );
-    // Without the layout, ROOT alone is what is left: its /etc/os-release
-    // link dangles, so no OS is identified (the image would not boot).
+    // Without the layout nothing on the disk holds an OS root marker (ROOT
+    // is empty): no OS is identified, and the image would not boot.
     assert_eq!(r.guest.os.id, None, "{notes}");
 }

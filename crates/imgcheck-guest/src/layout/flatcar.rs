@@ -27,8 +27,8 @@
 
 use std::rc::Rc;
 
-use super::{Disk, Found, MountPointsFs, cmdline_value};
-use crate::fs::GuestFs;
+use super::{Disk, Found, Layer, MountPointsFs, OverlayFs, SubtreeFs, cmdline_value};
+use crate::fs::{GuestFs, Kind};
 use crate::report::Partition;
 use crate::root::Guest;
 
@@ -120,6 +120,52 @@ fn choose_usr(d: &Disk<'_>, usr: &[&Partition], oem_cfg: Option<&str>) -> Option
         })
 }
 
+/// Whether every component of `path` in `fs` is a real directory (not a
+/// symlink), so `path` can be a [`SubtreeFs`] prefix.
+fn is_real_dir(fs: &Rc<dyn GuestFs>, path: &str) -> bool {
+    let mut at = String::new();
+    for c in path.split('/').filter(|c| !c.is_empty()).take(16) {
+        at.push('/');
+        at.push_str(c);
+        if !matches!(fs.lstat(&at), Ok(Some(Kind::Dir))) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Flatcar (since 3535, flatcar/scripts#666 and bootengine#53) ships the
+/// image's /etc in /usr/share/flatcar/etc and mounts /etc in the
+/// initramfs as an overlay: ROOT's /etc (empty on a fresh image) over that
+/// directory of the active USR partition. `None` on older images, whose
+/// /etc is a plain directory on ROOT.
+fn etc_overlay(
+    root: &Rc<dyn GuestFs>,
+    root_offset: u64,
+    usr: &Rc<dyn GuestFs>,
+    usr_offset: u64,
+) -> Option<Rc<dyn GuestFs>> {
+    const LOWER: &str = "/share/flatcar/etc";
+    if !is_real_dir(usr, LOWER) {
+        return None;
+    }
+    let upper = if is_real_dir(root, "/etc") {
+        SubtreeFs::view(root.clone(), "/etc")
+    } else {
+        MountPointsFs::tree(&[])
+    };
+    Some(OverlayFs::stack(
+        Layer {
+            fs: upper,
+            offset: root_offset,
+        },
+        Layer {
+            fs: SubtreeFs::view(usr.clone(), LOWER),
+            offset: usr_offset,
+        },
+    ))
+}
+
 /// The Flatcar guest tree, when the disk has Flatcar's USR partitions.
 pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
     let usr: Vec<&Partition> = d.parts.iter().filter(|p| is_usr(p)).take(8).collect();
@@ -169,11 +215,19 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
             found_notes.push(
                 "Flatcar layout: no readable ROOT partition; / holds only the mounts".to_owned(),
             );
-            (usr_i, MountPointsFs::tree(&["/usr", "/oem"]))
+            (usr_i, MountPointsFs::tree(&["/usr", "/oem", "/etc"]))
         }
     };
+    let etc = etc_overlay(&root_fs, d.offset(root_i), &usr_fs, d.offset(usr_i));
     let mut g = Guest::new(root_fs, d.offset(root_i), d.trace);
     g.mount("/usr", usr_fs, d.offset(usr_i));
+    if let Some(etc) = etc {
+        found_notes.push(
+            "Flatcar layout: /etc is an overlay of ROOT's /etc over /usr/share/flatcar/etc"
+                .to_owned(),
+        );
+        g.mount("/etc", etc, d.offset(usr_i));
+    }
     if let Some((i, fs)) = oem {
         g.mount("/oem", fs, d.offset(i));
     }

@@ -122,8 +122,100 @@ impl GuestFs for SubtreeFs {
     fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, FsError> {
         self.inner.read(&self.map(path), max)
     }
-    fn path_on_disk(&self, path: &str) -> String {
-        self.inner.path_on_disk(&self.map(path))
+    fn on_disk(&self, path: &str, offset: u64) -> (u64, String) {
+        self.inner.on_disk(&self.map(path), offset)
+    }
+}
+
+/// One layer of an [`OverlayFs`]: a tree and the disk offset of the
+/// filesystem it is on (for traces).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The tree.
+    pub fs: Rc<dyn GuestFs>,
+    /// Byte offset of its filesystem on the disk.
+    pub offset: u64,
+}
+
+/// A read-only overlayfs view (Flatcar's /etc): a name in `upper` hides
+/// the same name in `lower`; a whiteout in `upper` (a character device,
+/// the only special file overlayfs leaves there) hides it without
+/// replacing it. Opaque directories (an xattr) are not seen, so a lower
+/// directory's other entries show through one; Flatcar's builder leaves
+/// the upper /etc empty, where this cannot arise.
+#[derive(Debug)]
+pub struct OverlayFs {
+    upper: Layer,
+    lower: Layer,
+}
+
+impl OverlayFs {
+    /// `upper` over `lower`.
+    pub fn stack(upper: Layer, lower: Layer) -> Rc<dyn GuestFs> {
+        Rc::new(Self { upper, lower })
+    }
+
+    /// The layer that answers for `path`: upper when it has the name (a
+    /// whiteout included), else lower.
+    fn layer(&self, path: &str) -> Result<&Layer, FsError> {
+        Ok(match self.upper.fs.lstat(path)? {
+            Some(_) => &self.upper,
+            None => &self.lower,
+        })
+    }
+}
+
+impl GuestFs for OverlayFs {
+    fn kind(&self) -> FsKind {
+        self.lower.fs.kind()
+    }
+    fn lstat(&self, path: &str) -> Result<Option<Kind>, FsError> {
+        match self.upper.fs.lstat(path)? {
+            Some(Kind::Special) => Ok(None),
+            Some(k) => Ok(Some(k)),
+            None => self.lower.fs.lstat(path),
+        }
+    }
+    fn read_link(&self, path: &str) -> Result<Vec<u8>, FsError> {
+        self.layer(path)?.fs.read_link(path)
+    }
+    fn read_dir(&self, path: &str, max: usize) -> Result<Vec<String>, FsError> {
+        let upper_is_dir = self.upper.fs.lstat(path)? == Some(Kind::Dir);
+        let lower_is_dir = self.lower.fs.lstat(path)? == Some(Kind::Dir);
+        let mut out = Vec::new();
+        let mut hidden = std::collections::BTreeSet::new();
+        if upper_is_dir {
+            for n in self.upper.fs.read_dir(path, max)? {
+                let child = if path == "/" {
+                    format!("/{n}")
+                } else {
+                    format!("{path}/{n}")
+                };
+                if self.upper.fs.lstat(&child)? != Some(Kind::Special) {
+                    out.push(n.clone());
+                }
+                hidden.insert(n);
+            }
+        }
+        if lower_is_dir && (upper_is_dir || self.upper.fs.lstat(path)?.is_none()) {
+            for n in self.lower.fs.read_dir(path, max)? {
+                if out.len() >= max {
+                    break;
+                }
+                if !hidden.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+    fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, FsError> {
+        self.layer(path)?.fs.read(path, max)
+    }
+    fn on_disk(&self, path: &str, _: u64) -> (u64, String) {
+        let l = self.layer(path).unwrap_or(&self.lower);
+        l.fs.on_disk(path, l.offset)
     }
 }
 
@@ -209,6 +301,95 @@ mod tests {
             Some("/ostree/boot.1/fedora-coreos/ab/0")
         );
         assert_eq!(cmdline_value(c, "root"), None);
+    }
+
+    /// An in-memory tree: path -> kind; directories listed by prefix.
+    #[derive(Debug)]
+    struct MapFs(Vec<(&'static str, Kind)>);
+
+    impl GuestFs for MapFs {
+        fn kind(&self) -> FsKind {
+            FsKind::Ext4
+        }
+        fn lstat(&self, path: &str) -> Result<Option<Kind>, FsError> {
+            if path == "/" {
+                return Ok(Some(Kind::Dir));
+            }
+            Ok(self.0.iter().find(|(p, _)| *p == path).map(|(_, k)| *k))
+        }
+        fn read_link(&self, _: &str) -> Result<Vec<u8>, FsError> {
+            Ok(b"target".to_vec())
+        }
+        fn read_dir(&self, path: &str, max: usize) -> Result<Vec<String>, FsError> {
+            let dir = if path == "/" {
+                "/".to_owned()
+            } else {
+                format!("{path}/")
+            };
+            Ok(self
+                .0
+                .iter()
+                .filter_map(|(p, _)| p.strip_prefix(dir.as_str()))
+                .filter(|rest| !rest.contains('/'))
+                .take(max)
+                .map(str::to_owned)
+                .collect())
+        }
+        fn read(&self, path: &str, _: u64) -> Result<Vec<u8>, FsError> {
+            Ok(path.as_bytes().to_vec())
+        }
+        fn on_disk(&self, path: &str, offset: u64) -> (u64, String) {
+            (offset, format!("map{path}"))
+        }
+    }
+
+    #[test]
+    fn overlay_upper_hides_lower_and_whiteouts_hide() {
+        let upper = Rc::new(MapFs(vec![
+            ("/hostname", Kind::File(5)),
+            ("/gone", Kind::Special),
+            ("/ssh", Kind::Dir),
+            ("/ssh/extra", Kind::File(1)),
+        ]));
+        let lower = Rc::new(MapFs(vec![
+            ("/hostname", Kind::File(9)),
+            ("/gone", Kind::File(1)),
+            ("/os-release", Kind::Symlink),
+            ("/ssh", Kind::Dir),
+            ("/ssh/sshd_config", Kind::File(3)),
+        ]));
+        let o = OverlayFs::stack(
+            Layer {
+                fs: upper,
+                offset: 100,
+            },
+            Layer {
+                fs: lower,
+                offset: 200,
+            },
+        );
+        assert_eq!(o.lstat("/hostname").unwrap(), Some(Kind::File(5)));
+        assert_eq!(o.lstat("/gone").unwrap(), None);
+        assert_eq!(o.lstat("/os-release").unwrap(), Some(Kind::Symlink));
+        let mut root = o.read_dir("/", 100).unwrap();
+        root.sort();
+        assert_eq!(root, ["hostname", "os-release", "ssh"]);
+        let mut ssh = o.read_dir("/ssh", 100).unwrap();
+        ssh.sort();
+        assert_eq!(ssh, ["extra", "sshd_config"]);
+        assert_eq!(o.read_dir("/", 1).unwrap().len(), 1);
+        // Traces name the layer that holds the file.
+        assert_eq!(o.on_disk("/hostname", 0), (100, "map/hostname".into()));
+        assert_eq!(
+            o.on_disk("/ssh/sshd_config", 0),
+            (200, "map/ssh/sshd_config".into())
+        );
+        // A subtree view adds its prefix.
+        let v = SubtreeFs::view(o, "/ssh");
+        assert_eq!(
+            v.on_disk("/sshd_config", 0),
+            (200, "map/ssh/sshd_config".into())
+        );
     }
 
     #[test]
