@@ -178,3 +178,68 @@ fn flatcar_follows_the_gpt_priority() {
     // is empty): no OS is identified, and the image would not boot.
     assert_eq!(r.guest.os.id, None, "{notes}");
 }
+
+/// Runs debugfs (e2fsprogs) with `args`, failing loudly when it is missing.
+fn debugfs(args: &[&str]) {
+    let out = Command::new("debugfs")
+        .args(args)
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("debugfs (e2fsprogs) is required for this test: {e}"));
+    assert!(
+        out.status.success(),
+        "debugfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With the default entry gone, the next one in boot order (version 1,
+/// the 39.x rollback, which has no sshd link) is what boots; with no
+/// entry at all, two deployments cannot be told apart and none is chosen.
+#[test]
+fn fcos_follows_the_boot_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fcos.img");
+    std::fs::copy(fixtures_dir().join("guests/family-fcos.img"), &img).unwrap();
+    let boot = inspect(open(&img))
+        .filesystems
+        .iter()
+        .find(|f| f.partition == Some(3))
+        .map(|f| f.offset)
+        .unwrap();
+    let spec = format!("{}?offset={boot}", img.display());
+    debugfs(&[
+        "-w",
+        "-R",
+        "rm /loader.1/entries/ostree-2-fedora-coreos.conf",
+        &spec,
+    ]);
+    let r = inspect(open(&img));
+    let notes = r.notes.join("\n");
+    assert_eq!(r.guest.os.version_id.as_deref(), Some("39"), "{notes}");
+    assert!(
+        notes.contains("chosen by boot entry ostree-1-fedora-coreos.conf"),
+        "{notes}"
+    );
+    assert_eq!(r.guest.sshd.enabled, Some(false), "{:?}", r.guest.sshd);
+
+    debugfs(&[
+        "-w",
+        "-R",
+        "rm /loader.1/entries/ostree-1-fedora-coreos.conf",
+        &spec,
+    ]);
+    let r = inspect(open(&img));
+    let notes = r.notes.join("\n");
+    assert!(
+        notes.contains("ostree: 2 deployments and no boot entry naming one"),
+        "{notes}"
+    );
+    assert_eq!(r.root, None, "{notes}");
+}
