@@ -22,6 +22,7 @@ pub mod facts;
 pub mod fat;
 pub mod fs;
 pub mod fsprobe;
+pub mod layout;
 pub mod lvm;
 pub mod partitions;
 pub mod root;
@@ -124,7 +125,7 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
     }
 
     // 4. The root and its mounts.
-    let guest = find_root(&mut r, &opened, &table.partuuids, trace);
+    let guest = find_root(&mut r, &opened, &table.partuuids, &table.attributes, trace);
     if guest.is_none() {
         let has_lvs = r.filesystems.iter().any(|f| f.lv.is_some());
         let unread: Vec<String> = r
@@ -218,8 +219,28 @@ fn find_root(
     r: &mut GuestReport,
     opened: &[Option<Rc<dyn GuestFs>>],
     partuuids: &[(u32, String)],
+    attributes: &[(u32, u64)],
     trace: bool,
 ) -> Option<root::Guest> {
+    // Layouts whose root is assembled by their own boot (Flatcar's USR
+    // partition, ostree deployments) come first: their filesystems would
+    // otherwise look like a root without its /usr, or like no root at all.
+    let mut notes = Vec::new();
+    let disk = layout::Disk {
+        fss: &r.filesystems,
+        opened,
+        parts: &r.partitions.entries,
+        attributes,
+        partuuids,
+        trace,
+    };
+    let found = layout::find(&disk, &mut notes);
+    r.notes.extend(notes);
+    if let Some(f) = found {
+        r.root = Some(f.root);
+        r.notes.extend(f.notes);
+        return Some(f.guest);
+    }
     let has_marker = |g: &root::Guest| facts::os::ROOT_MARKERS.iter().any(|m| g.lstat(m).is_some());
     for (i, f) in opened.iter().enumerate() {
         let Some(f) = f else { continue };

@@ -188,6 +188,10 @@ pub struct TableRead {
     pub table: PartitionTable,
     /// (partition number, PARTUUID in lower case).
     pub partuuids: Vec<(u32, String)>,
+    /// (partition number, GPT attribute bits), GPT only: bits 48..=56 are
+    /// the ChromeOS/CoreOS boot priority, tries and successful flags that
+    /// Flatcar's GRUB (`gptprio.next`) uses to pick USR-A or USR-B.
+    pub attributes: Vec<(u32, u64)>,
 }
 
 impl From<PartitionTable> for TableRead {
@@ -195,6 +199,7 @@ impl From<PartitionTable> for TableRead {
         Self {
             table,
             partuuids: Vec::new(),
+            attributes: Vec::new(),
         }
     }
 }
@@ -263,7 +268,11 @@ pub fn read_table(disk: &Arc<dyn ByteSource>) -> TableRead {
         .iter()
         .map(|p| (p.number, format!("{sig:08x}-{:02x}", p.number)))
         .collect();
-    TableRead { table, partuuids }
+    TableRead {
+        table,
+        partuuids,
+        attributes: Vec::new(),
+    }
 }
 
 /// FAT and NTFS boot sectors also end in 0x55AA; their "partition table"
@@ -321,10 +330,16 @@ fn check_protective(mbr: Option<&[RawEntry; 4]>, disk_len: u64, lb: u32, t: &mut
 
 /// A GPT header that passed `gpt`'s CRC check and our sanity checks, plus
 /// its entries.
-type GptRead = (gpt::header::Header, Vec<Partition>, Vec<(u32, String)>);
+type GptRead = (
+    gpt::header::Header,
+    Vec<Partition>,
+    Vec<(u32, String)>,
+    Vec<(u32, u64)>,
+);
 
 fn read_gpt(disk: &Arc<dyn ByteSource>, lb: u32) -> TableRead {
     let mut partuuids = Vec::new();
+    let mut attributes = Vec::new();
     let mut t = PartitionTable {
         kind: TableKind::Gpt,
         sector_size: lb,
@@ -334,7 +349,7 @@ fn read_gpt(disk: &Arc<dyn ByteSource>, lb: u32) -> TableRead {
     let last_lba = (disk.len() / lb64).saturating_sub(1);
     let primary = read_gpt_at(disk, lb, 1);
     let backup_lba = match &primary {
-        Ok((h, _, _)) => {
+        Ok((h, _, _, _)) => {
             if h.backup_lba != last_lba {
                 t.problems.push(format!(
                     "backup GPT header not at the end of the disk: primary says LBA {}, the last LBA is {last_lba} (image grown or truncated?)",
@@ -347,15 +362,16 @@ fn read_gpt(disk: &Arc<dyn ByteSource>, lb: u32) -> TableRead {
     };
     let backup = read_gpt_at(disk, lb, backup_lba);
     match (primary, backup) {
-        (Ok((_, parts, uuids)), backup) => {
+        (Ok((_, parts, uuids, attrs)), backup) => {
             if let Err(e) = backup {
                 t.problems
                     .push(format!("backup GPT at LBA {backup_lba} is unusable: {e}"));
             }
             t.entries = parts;
             partuuids = uuids;
+            attributes = attrs;
         }
-        (Err(pe), Ok((h, parts, uuids))) => {
+        (Err(pe), Ok((h, parts, uuids, attrs))) => {
             t.problems
                 .push(format!("primary GPT is damaged ({pe}); using the backup"));
             if backup_lba == last_lba && h.backup_lba != 1 {
@@ -366,6 +382,7 @@ fn read_gpt(disk: &Arc<dyn ByteSource>, lb: u32) -> TableRead {
             }
             t.entries = parts;
             partuuids = uuids;
+            attributes = attrs;
         }
         (Err(pe), Err(be)) => {
             t.problems.push(format!(
@@ -376,6 +393,7 @@ fn read_gpt(disk: &Arc<dyn ByteSource>, lb: u32) -> TableRead {
     TableRead {
         table: t,
         partuuids,
+        attributes,
     }
 }
 
@@ -437,6 +455,7 @@ fn read_gpt_at(disk: &Arc<dyn ByteSource>, lb: u32, lba: u64) -> Result<GptRead,
         .map_err(|e| format!("entry array: {e}"))?;
     let mut out = Vec::new();
     let mut uuids = Vec::new();
+    let mut attrs = Vec::new();
     for (num, p) in parts {
         if !p.is_used() {
             continue;
@@ -460,6 +479,7 @@ fn read_gpt_at(disk: &Arc<dyn ByteSource>, lb: u32, lba: u64) -> Result<GptRead,
             ));
         };
         uuids.push((num, p.part_guid.hyphenated().to_string()));
+        attrs.push((num, p.flags));
         out.push(Partition {
             number: num,
             start,
@@ -471,7 +491,7 @@ fn read_gpt_at(disk: &Arc<dyn ByteSource>, lb: u32, lba: u64) -> Result<GptRead,
             bootable: p.flags & 4 != 0,
         });
     }
-    Ok((h, out, uuids))
+    Ok((h, out, uuids, attrs))
 }
 
 /// Walks the EBR chain with checked arithmetic, the way mbrman will, and

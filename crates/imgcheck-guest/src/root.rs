@@ -219,10 +219,11 @@ impl Guest {
                 let (m, p) = self.locate(&real);
                 let data = m.fs.read(&p, cap).map_err(|e| e.at(path))?;
                 if let Some(t) = &self.trace {
+                    let (fs_offset, fs_path) = m.fs.on_disk(&p, m.offset);
                     t.borrow_mut().push(FileRead {
                         guest_path: path.to_owned(),
-                        fs_offset: m.offset,
-                        fs_path: p,
+                        fs_offset,
+                        fs_path,
                         data: data.clone(),
                     });
                 }
@@ -248,10 +249,11 @@ impl Guest {
         let n = u64::try_from(n).unwrap_or(u64::MAX);
         let buf = m.fs.read(&p, n).map_err(|e| e.at(path))?;
         if let Some(t) = &self.trace {
+            let (fs_offset, fs_path) = m.fs.on_disk(&p, m.offset);
             t.borrow_mut().push(FileRead {
                 guest_path: path.to_owned(),
-                fs_offset: m.offset,
-                fs_path: p,
+                fs_offset,
+                fs_path,
                 data: buf.clone(),
             });
         }

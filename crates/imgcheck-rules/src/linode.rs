@@ -67,10 +67,25 @@ pub(crate) fn profile(input: &CheckInput<'_>, out: &mut Out) {
     let unix_root =
         input.root_fs().is_some() && common::os_kind(guest).is_some_and(|k| k != "windows");
     if unix_root && !guest.guest.cloud_init.installed {
+        // Flatcar and Fedora CoreOS provision with Ignition, which has its
+        // own `akamai` provider for Linode's Metadata service
+        // (coreos/ignition#1841, providers.md); the helpers' root password
+        // and key injection are not how those images get their keys.
+        let ignition = guest
+            .guest
+            .cloud_init
+            .alternatives
+            .iter()
+            .any(|a| a == "ignition");
+        let message = if ignition {
+            "cloud-init is not installed; it is optional on Linode. The image provisions with Ignition, which reads Linode's Metadata service only through its `akamai` provider (coreos/ignition#1841); the upload's cloud-init flag marks an image as using that service (UNCONFIRMED for Ignition images)"
+        } else {
+            "cloud-init is not installed; it is optional on Linode (upload without the cloud-init flag; root password and SSH keys are then set by Linode's helpers)"
+        };
         out.push(
             codes::CLOUD_INIT_MISSING,
             Severity::Info,
-            "cloud-init is not installed; it is optional on Linode (upload without the cloud-init flag; root password and SSH keys are then set by Linode's helpers)",
+            message,
             None,
             DOC_UPLOAD,
         );
@@ -417,6 +432,19 @@ mod tests {
         );
         assert_eq!(v.codes(), [codes::CLOUD_INIT_MISSING]);
         assert_eq!(v.findings[0].severity, Severity::Info);
+        assert!(v.pass);
+        // Ignition images (Flatcar, Fedora CoreOS) are told about
+        // Ignition's akamai provider, not about Linode's helpers.
+        g.guest.cloud_init.alternatives = vec!["ignition".into()];
+        let v = check(
+            Provider::Linode,
+            &CheckInput {
+                image: &linode_image(),
+                guest: Some(&g),
+            },
+        );
+        assert_eq!(v.codes(), [codes::CLOUD_INIT_MISSING]);
+        assert!(v.findings[0].message.contains("`akamai` provider"));
         assert!(v.pass);
         // sshd and UEFI are not Linode rules.
         let mut g = linode_guest();

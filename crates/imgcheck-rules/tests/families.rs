@@ -90,10 +90,10 @@ fn family_matrix_gives_the_exact_codes_for_every_provider() {
     }
     let families: BTreeSet<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     // 8 families on ext4 (55-families.sh), 4 on XFS/btrfs/LVM
-    // (74-family-fs.sh), and Rocky and CentOS 7 with cloud-init's version
-    // only in the rpmdb (76-rpmdb.sh).
-    assert_eq!(families.len(), 14, "families found: {families:?}");
-    assert_eq!(seen.len(), 28, "raw and qcow2 of each: {seen:?}");
+    // (74-family-fs.sh), Rocky and CentOS 7 with cloud-init's version only
+    // in the rpmdb (76-rpmdb.sh), Flatcar and Fedora CoreOS (76-coreos.sh).
+    assert_eq!(families.len(), 16, "families found: {families:?}");
+    assert_eq!(seen.len(), 32, "raw and qcow2 of each: {seen:?}");
     assert!(seen.iter().any(|(_, f)| *f == Format::Qcow2.as_str()));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

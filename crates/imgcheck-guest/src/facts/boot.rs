@@ -127,6 +127,50 @@ pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport
         if g.exists("/boot/kernel/kernel") {
             f.kernels.push("kernel/kernel".into());
         }
+        if f.kernels.is_empty() {
+            ostree_kernels(g, &mut f.kernels);
+        }
+    }
+    if f.kernels.is_empty() {
+        flatcar_kernels(disk, r, &mut f.kernels);
     }
     f
+}
+
+/// Kernels of ostree systems: the boot partition's
+/// `/ostree/<stateroot>-<bootcsum>/vmlinuz-<kver>` (what the BLS entries
+/// load), else the deployment's `/usr/lib/modules/<kver>/vmlinuz` (where
+/// ostree and kernel-install keep the kernel inside /usr).
+fn ostree_kernels(g: &Guest, out: &mut Vec<String>) {
+    for d in g.list_dir("/boot/ostree").into_iter().take(MAX_KERNELS) {
+        for n in g.list_dir(&format!("/boot/ostree/{d}")) {
+            if n.starts_with("vmlinuz") && out.len() < MAX_KERNELS {
+                out.push(format!("ostree/{d}/{n}"));
+            }
+        }
+    }
+    if out.is_empty() {
+        for v in g.list_dir("/usr/lib/modules").into_iter().take(MAX_KERNELS) {
+            if g.exists(&format!("/usr/lib/modules/{v}/vmlinuz")) {
+                out.push(format!("/usr/lib/modules/{v}/vmlinuz"));
+            }
+        }
+    }
+}
+
+/// Flatcar keeps its kernels (with the initramfs built in) only on the ESP,
+/// as `flatcar/vmlinuz-a` and `vmlinuz-b` (`coreos/` on CoreOS Container
+/// Linux); the FAT walker reads 8.3 names, so they are listed by those.
+fn flatcar_kernels(disk: &Arc<dyn ByteSource>, r: &GuestReport, out: &mut Vec<String>) {
+    for fs in r.filesystems.iter().filter(|f| f.kind == FsKind::Vfat) {
+        let src = SliceSource::new(disk.clone(), fs.offset, fs.size, disk.name().to_owned());
+        let Some(fat) = Fat::open(&src) else { continue };
+        for dir in ["FLATCAR", "COREOS"] {
+            for e in fat.list(dir) {
+                if !e.is_dir && e.name.starts_with("VMLINU") && out.len() < MAX_KERNELS {
+                    out.push(format!("ESP:{dir}/{} (8.3 name)", e.name));
+                }
+            }
+        }
+    }
 }

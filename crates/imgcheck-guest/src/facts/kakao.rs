@@ -19,9 +19,10 @@ pub fn min_disk_gb(bytes: u64) -> u64 {
 /// Flatcar and Fedora CoreOS are provisioned by Ignition, not cloud-init:
 /// their login user is `core` (both distributions document it).
 fn ignition_user(f: &GuestFacts) -> Option<String> {
-    let coreos = f.os.id.as_deref() == Some("flatcar")
-        || f.os.variant_id.as_deref() == Some("coreos")
-        || f.os.id.as_deref() == Some("fedora-coreos");
+    // os-release IDs: Flatcar `flatcar`, CoreOS Container Linux `coreos`,
+    // RHCOS `rhcos`; Fedora CoreOS is `fedora` with VARIANT_ID=coreos.
+    let coreos = matches!(f.os.id.as_deref(), Some("flatcar" | "coreos" | "rhcos"))
+        || f.os.variant_id.as_deref() == Some("coreos");
     (coreos || f.cloud_init.alternatives.iter().any(|a| a == "ignition")).then(|| "core".to_owned())
 }
 

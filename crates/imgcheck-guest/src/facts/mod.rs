@@ -27,6 +27,11 @@ pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport
         Some(g) => {
             f.os = os::gather(g);
             f.cloud_init = cloud_init::gather(g);
+            if ships_ignition_in_kernel(&f.os)
+                && !f.cloud_init.alternatives.iter().any(|a| a == "ignition")
+            {
+                f.cloud_init.alternatives.push("ignition".into());
+            }
             let ds = datasource::gather(g);
             f.cloud_init.default_user = ds.default_user;
             f.cloud_init.ignored_configs = ds.ignored;
@@ -48,4 +53,15 @@ pub fn gather(guest: Option<&Guest>, disk: &Arc<dyn ByteSource>, r: &GuestReport
     f.boot = boot::gather(guest, disk, r);
     f.kakaocloud = kakao::derive(&f, r, disk.len());
     f
+}
+
+/// Flatcar (and CoreOS Container Linux) run Ignition from the initramfs
+/// that is built into the kernel image on the ESP (flatcar/bootengine,
+/// linked into `flatcar/vmlinuz-a`); nothing of it is on /usr, and
+/// imgcheck does not unpack kernels. Every Flatcar image ships it (the
+/// Flatcar docs: "Ignition is the provisioning utility"), so the
+/// os-release ID stands for it. Fedora CoreOS and RHCOS ship Ignition as a
+/// dracut module under /usr, which `cloud_init::gather` finds by its files.
+fn ships_ignition_in_kernel(os: &crate::report::OsFacts) -> bool {
+    matches!(os.id.as_deref(), Some("flatcar" | "coreos"))
 }

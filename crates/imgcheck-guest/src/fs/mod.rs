@@ -178,6 +178,15 @@ pub trait GuestFs: fmt::Debug {
         Vec::new()
     }
 
+    /// Where `path` of this view lives on disk, for traces that other
+    /// tools check: the byte offset of the filesystem holding it (this
+    /// view's is `offset`) and the path inside that filesystem. A view of
+    /// a subdirectory (an ostree deployment) adds its prefix; an overlay
+    /// answers for the layer that holds the file.
+    fn on_disk(&self, path: &str, offset: u64) -> (u64, String) {
+        (offset, path.to_owned())
+    }
+
     /// The view that the fstab mount options `options` select (btrfs
     /// `subvol=`/`subvolid=`), or `Ok(None)` when they select this view.
     fn with_mount_options(&self, options: &str) -> Result<Option<Rc<dyn GuestFs>>, FsError> {
