@@ -243,3 +243,35 @@ fn fcos_follows_the_boot_entries() {
     );
     assert_eq!(r.root, None, "{notes}");
 }
+
+/// Current Flatcar's USR-A is btrfs (zstd), not ext2: the same guest, and
+/// every file read from it equals the /usr tree it was built from.
+#[test]
+fn flatcar_with_a_btrfs_usr() {
+    let dir = fixtures_dir();
+    let (r, reads) = inspect_traced(open(&dir.join("guests/flatcar-btrfs-usr.img")));
+    let notes = r.notes.join("\n");
+    assert_eq!(r.guest.os.id.as_deref(), Some("flatcar"), "{notes}");
+    assert_eq!(r.guest.sshd.enabled, Some(true));
+    let usr = r
+        .filesystems
+        .iter()
+        .find(|f| f.partition == Some(3))
+        .unwrap();
+    assert_eq!(usr.kind, FsKind::Btrfs);
+    let tree = dir.join("guests/flatcar-usr.tree");
+    let mut compared = 0;
+    for f in reads.iter().filter(|f| f.fs_offset == usr.offset) {
+        let theirs = std::fs::read(tree.join(f.fs_path.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("{}: {e}", f.fs_path));
+        assert!(
+            theirs.starts_with(&f.data) && (f.data.len() == theirs.len() || f.data.len() == 64),
+            "{}: {} bytes read, the tree has {}",
+            f.fs_path,
+            f.data.len(),
+            theirs.len()
+        );
+        compared += 1;
+    }
+    assert!(compared >= 3, "only {compared} files compared");
+}
