@@ -67,8 +67,10 @@ pub fn write_raw(
                     if ext.kind.reads_zero() {
                         continue;
                     }
-                    // ext.len <= CHUNK, fits in usize.
-                    let n = ext.len as usize;
+                    // ext.len <= CHUNK: always fits.
+                    let n = usize::try_from(ext.len).map_err(|_| {
+                        ConvertError::Internal("an extent longer than a chunk".into())
+                    })?;
                     if buf.len() < n {
                         buf.resize(n, 0);
                     }
