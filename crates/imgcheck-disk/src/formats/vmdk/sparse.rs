@@ -642,11 +642,11 @@ impl SparseExtent {
             let avail = self.src.len().saturating_sub(at).min(max_in);
             read_vec(self.src.as_ref(), at, avail, max_in)?
         };
-        let mut z = Decompress::new(true);
-        let status = z
-            .decompress(&input, out, FlushDecompress::Finish)
-            .map_err(|e| bad(format!("grain {g}: bad zlib data: {e}")))?;
-        let produced = usize::try_from(z.total_out()).unwrap_or(usize::MAX);
+        let (status, produced) = with_inflater(|z| {
+            let st = z.decompress(&input, out, FlushDecompress::Finish);
+            (st, usize::try_from(z.total_out()).unwrap_or(usize::MAX))
+        });
+        let status = status.map_err(|e| bad(format!("grain {g}: bad zlib data: {e}")))?;
         if status != Status::StreamEnd {
             return Err(bad(if produced >= out.len() {
                 format!(
@@ -659,6 +659,25 @@ impl SparseExtent {
         }
         Ok(produced)
     }
+}
+
+/// Runs `f` with this thread's zlib decoder, reset. A stream-optimized
+/// image is one zlib stream per 64 KiB grain, and setting a decoder up
+/// (state and window allocations) cost as much as a tenth of inflating the
+/// grain; conversion threads reuse theirs.
+fn with_inflater<R>(f: impl FnOnce(&mut Decompress) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+    }
+    INFLATER.with(|z| match z.try_borrow_mut() {
+        Ok(mut z) => {
+            z.reset(true);
+            f(&mut z)
+        }
+        // Re-entered (cannot happen today): a fresh decoder is as correct.
+        Err(_) => f(&mut Decompress::new(true)),
+    })
 }
 
 /// Locks a cache; a poisoned lock only means another reader panicked while
