@@ -7,10 +7,12 @@
 //! lets us name the feature that makes a filesystem unreadable before
 //! ext4-view is even asked.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ext4_view::{Ext4, Ext4Error, Ext4Read};
+use ext4_view::{DirEntry, Ext4, Ext4Error, Ext4Read};
 use imgcheck_source::ByteSource;
 
 use crate::fs::{FsError, GuestFs, Kind};
@@ -278,7 +280,11 @@ pub fn load(src: Arc<dyn ByteSource>) -> Result<Ext4, FsError> {
 pub fn open(src: Arc<dyn ByteSource>) -> Result<Rc<dyn GuestFs>, FsError> {
     let kind = Superblock::read(src.as_ref()).map_or(FsKind::Ext4, |s| s.kind());
     let fs = load(src)?;
-    Ok(Rc::new(ExtFs { fs, kind }))
+    Ok(Rc::new(ExtFs {
+        fs,
+        kind,
+        dirs: RefCell::default(),
+    }))
 }
 
 /// Name used in errors.
@@ -300,6 +306,103 @@ fn view_error(what: &str, e: &Ext4Error) -> FsError {
 struct ExtFs {
     fs: Ext4,
     kind: FsKind,
+    dirs: RefCell<Listings>,
+}
+
+/// Directory listings kept for lookups. ext4-view resolves every path from
+/// the root and scans (and CRC-checks) each directory's blocks again on
+/// every lookup; an image built by `mkfs.ext4 -d` has no htree index, and
+/// systemd's unit search makes hundreds of lookups, mostly misses, in
+/// /usr/lib/systemd/system and /etc/systemd/system. A directory listed once
+/// (by `read_dir`, or on its second lookup) answers later lookups from a
+/// hash map, a hit costing one inode read.
+#[derive(Default)]
+struct Listings {
+    /// Listing by directory path; `None` when the directory is not cached
+    /// (too large, or unreadable: ext4-view answers those itself).
+    by_dir: HashMap<String, Option<Rc<Listing>>>,
+    /// Lookups seen per directory not yet listed.
+    lookups: HashMap<String, u32>,
+    /// Entries held across all listings.
+    entries: usize,
+}
+
+/// One directory's entries, in on-disk order.
+struct Listing {
+    order: Vec<DirEntry>,
+    by_name: HashMap<String, usize>,
+}
+
+/// Most entries one cached listing holds.
+const LISTING_MAX: usize = 1 << 16;
+/// Most entries all cached listings hold together.
+const LISTINGS_MAX: usize = 1 << 18;
+
+impl ExtFs {
+    /// The cached listing of `dir`, listing it now if `list` says so.
+    fn listing(&self, dir: &str, list: bool) -> Option<Rc<Listing>> {
+        if let Some(l) = self.dirs.borrow().by_dir.get(dir) {
+            return l.clone();
+        }
+        if !list {
+            return None;
+        }
+        let listing = self.list(dir).map(Rc::new);
+        let mut d = self.dirs.borrow_mut();
+        d.entries += listing.as_ref().map_or(0, |l| l.order.len());
+        d.by_dir.insert(dir.to_owned(), listing.clone());
+        listing
+    }
+
+    /// Reads `dir` whole, or `None` when it cannot be read or is too large
+    /// to keep.
+    fn list(&self, dir: &str) -> Option<Listing> {
+        let room = LISTINGS_MAX.saturating_sub(self.dirs.borrow().entries);
+        let mut l = Listing {
+            order: Vec::new(),
+            by_name: HashMap::new(),
+        };
+        for e in self.fs.read_dir(dir).ok()? {
+            let e = e.ok()?;
+            if l.order.len() >= LISTING_MAX.min(room) {
+                return None;
+            }
+            let Ok(n) = e.file_name().as_str() else {
+                continue;
+            };
+            if n != "." && n != ".." {
+                l.by_name.insert(n.to_owned(), l.order.len());
+                l.order.push(e);
+            }
+        }
+        Some(l)
+    }
+
+    /// True when `dir` has been looked in before (the second lookup lists
+    /// it: a single lookup stays as cheap as ext4-view makes it).
+    fn seen_before(&self, dir: &str) -> bool {
+        let mut d = self.dirs.borrow_mut();
+        if d.lookups.len() >= 4096 && !d.lookups.contains_key(dir) {
+            return false;
+        }
+        let n = d.lookups.entry(dir.to_owned()).or_insert(0);
+        *n += 1;
+        *n >= 2
+    }
+}
+
+/// The [`Kind`] of an inode's metadata.
+fn kind_of(md: &ext4_view::Metadata) -> Kind {
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_regular_file() {
+        Kind::File(md.len())
+    } else {
+        Kind::Special
+    }
 }
 
 impl std::fmt::Debug for ExtFs {
@@ -314,19 +417,28 @@ impl GuestFs for ExtFs {
     }
 
     fn lstat(&self, path: &str) -> Result<Option<Kind>, FsError> {
-        match self.fs.symlink_metadata(path) {
-            Ok(md) => {
-                let ft = md.file_type();
-                Ok(Some(if ft.is_symlink() {
-                    Kind::Symlink
-                } else if ft.is_dir() {
-                    Kind::Dir
-                } else if ft.is_regular_file() {
-                    Kind::File(md.len())
-                } else {
-                    Kind::Special
-                }))
+        if let Some((dir, name)) = path.rsplit_once('/')
+            && !name.is_empty()
+            && name != "."
+            && name != ".."
+        {
+            let dir = if dir.is_empty() { "/" } else { dir };
+            let cached = self.listing(dir, false);
+            let listing = cached.or_else(|| {
+                self.seen_before(dir)
+                    .then(|| self.listing(dir, true))
+                    .flatten()
+            });
+            if let Some(l) = listing {
+                let Some(&i) = l.by_name.get(name) else {
+                    return Ok(None);
+                };
+                let md = l.order[i].metadata().map_err(|e| view_error(path, &e))?;
+                return Ok(Some(kind_of(&md)));
             }
+        }
+        match self.fs.symlink_metadata(path) {
+            Ok(md) => Ok(Some(kind_of(&md))),
             Err(Ext4Error::NotFound | Ext4Error::NotADirectory) => Ok(None),
             Err(e) => Err(view_error(path, &e)),
         }
@@ -338,6 +450,14 @@ impl GuestFs for ExtFs {
     }
 
     fn read_dir(&self, path: &str, max: usize) -> Result<Vec<String>, FsError> {
+        if let Some(l) = self.listing(path, true) {
+            return Ok(l
+                .order
+                .iter()
+                .take(max)
+                .filter_map(|e| e.file_name().as_str().ok().map(str::to_owned))
+                .collect());
+        }
         let rd = self.fs.read_dir(path).map_err(|e| view_error(path, &e))?;
         let mut out = Vec::new();
         for e in rd {
