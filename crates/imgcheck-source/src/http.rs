@@ -10,9 +10,11 @@
 //! [`RemoteInfo`]).
 //!
 //! Reads are `Range` GETs against the URL the redirects ended at, in aligned
-//! blocks ([`HttpOptions::block_size`]) kept in an LRU cache bounded by
-//! [`HttpOptions::cache_bytes`]. Adjacent missing blocks are fetched in one
-//! request. Sequential reads double a read-ahead window up to
+//! blocks ([`HttpOptions::block_size`], grown to ~1/512 of a large file so
+//! a check's scattered metadata reads cost about ten requests) kept in an
+//! LRU cache bounded by [`HttpOptions::cache_bytes`]. Adjacent missing
+//! blocks are fetched in one request. A sequential pass keeps only its
+//! read-ahead in the cache, and frees blocks it has read past. Sequential reads double a read-ahead window up to
 //! [`HttpOptions::max_readahead`]; once it is full the source opens one
 //! streaming GET from the current offset to the end of the file and serves
 //! the following sequential reads from that response (the streaming pass
@@ -164,6 +166,8 @@ pub struct HttpSource {
     info: RemoteInfo,
     opts: HttpOptions,
     agent: ureq::Agent,
+    /// The fetch block: [`fetch_block`] of the file's size.
+    block: u64,
     fetched: AtomicU64,
     requests: AtomicU64,
     state: Mutex<State>,
@@ -259,6 +263,7 @@ impl HttpSource {
                 content_type: None,
             },
             agent,
+            block,
             fetched: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -270,6 +275,7 @@ impl HttpSource {
             opts,
         };
         src.probe().map_err(open_err)?;
+        src.block = fetch_block(src.opts.block_size, src.info.content_length);
         Ok(src)
     }
 
@@ -294,7 +300,7 @@ impl HttpSource {
     }
 
     fn block(&self) -> u64 {
-        u64::from(self.opts.block_size.max(4096))
+        self.block
     }
 
     /// HEAD, then the `bytes=0-0` fallback. Fills `self.info`.
@@ -707,7 +713,7 @@ impl ByteSource for HttpSource {
         let first = offset / bs;
         let last = (end - 1) / bs + 1; // exclusive
         // Under the lock: the access pattern, cached blocks, the plan.
-        let (runs, streaming) = {
+        let (runs, streaming, sequential) = {
             let mut st = self.lock_state();
             let sequential = st.next_expected != u64::MAX
                 && offset <= st.next_expected
@@ -726,6 +732,11 @@ impl ByteSource for HttpSource {
             for b in first..last {
                 if let Some(data) = st.cache.get(b) {
                     copy_block(b, bs, data, offset, buf);
+                    // A streaming pass is done with a block it read to
+                    // the end: free it rather than let read-ahead pile up.
+                    if streaming && (b + 1) * bs <= end {
+                        st.cache.remove(b);
+                    }
                 } else {
                     match runs.last_mut() {
                         Some((_, e)) if *e == b => *e = b + 1,
@@ -746,12 +757,14 @@ impl ByteSource for HttpSource {
                     *e += 1;
                 }
             }
-            (runs, streaming)
+            (runs, streaming, sequential)
         };
         for &(a, b) in &runs {
             let data = self.fetch_blocks(a, b, streaming)?;
             let mut st = self.lock_state();
-            let whole = data.len() as u64 <= self.opts.cache_bytes / 4;
+            // A sequential pass (a decompressor's open pass) will not come
+            // back to what it read: caching it all would only fill memory.
+            let whole = !sequential && data.len() as u64 <= self.opts.cache_bytes / 4;
             for (i, chunk) in data
                 .chunks(usize::try_from(bs).unwrap_or(usize::MAX))
                 .enumerate()
@@ -790,6 +803,19 @@ impl ByteSource for HttpSource {
         })?;
         Ok(Arc::new(HttpSource::open(&url, &self.opts)?))
     }
+}
+
+/// Largest fetch block ([`fetch_block`]).
+const MAX_FETCH_BLOCK: u64 = 4 << 20;
+
+/// The fetch block for a file of `len` bytes: `block_size`, grown for a
+/// large file to about 1/512 of it (a multiple of 64 KiB, at most
+/// [`MAX_FETCH_BLOCK`]). A check reads a few dozen scattered pieces of
+/// metadata that cluster in a few areas of the file; a block per area
+/// costs one request each, and ten such blocks stay within 2% of the file.
+fn fetch_block(block_size: u32, len: u64) -> u64 {
+    let scaled = (len / 512 & !0xffff).min(MAX_FETCH_BLOCK);
+    u64::from(block_size.max(4096)).max(scaled)
 }
 
 /// Copies the part of block `idx` that overlaps the read at `offset` into
@@ -848,6 +874,13 @@ impl BlockCache {
         *stamp = tick;
         self.order.insert(tick, idx);
         Some(data.as_slice())
+    }
+
+    fn remove(&mut self, idx: u64) {
+        if let Some((old, stamp)) = self.blocks.remove(&idx) {
+            self.order.remove(&stamp);
+            self.bytes -= old.len() as u64;
+        }
     }
 
     fn insert(&mut self, idx: u64, data: Vec<u8>) {
