@@ -814,7 +814,7 @@ const MAX_FETCH_BLOCK: u64 = 4 << 20;
 /// metadata that cluster in a few areas of the file; a block per area
 /// costs one request each, and ten such blocks stay within 2% of the file.
 fn fetch_block(block_size: u32, len: u64) -> u64 {
-    let scaled = (len / 512 & !0xffff).min(MAX_FETCH_BLOCK);
+    let scaled = ((len / 512) & !0xffff).min(MAX_FETCH_BLOCK);
     u64::from(block_size.max(4096)).max(scaled)
 }
 
