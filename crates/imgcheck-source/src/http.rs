@@ -10,10 +10,11 @@
 //! [`RemoteInfo`]).
 //!
 //! Reads are `Range` GETs against the URL the redirects ended at, in aligned
-//! blocks ([`HttpOptions::block_size`], grown to ~1/512 of a large file so
-//! a check's scattered metadata reads cost about ten requests) kept in an
-//! LRU cache bounded by [`HttpOptions::cache_bytes`]. Adjacent missing
-//! blocks are fetched in one request. A sequential pass keeps only its
+//! blocks ([`HttpOptions::block_size`]) kept in an LRU cache bounded by
+//! [`HttpOptions::cache_bytes`]. Adjacent missing blocks are fetched in one
+//! request. A random read fetches a window around itself of ~1/560 of a
+//! large file, and the first read (at offset 0) twice that, so a check's
+//! few hundred scattered metadata reads cost about ten requests. A sequential pass keeps only its
 //! read-ahead in the cache, and frees blocks it has read past. Sequential reads double a read-ahead window up to
 //! [`HttpOptions::max_readahead`]; once it is full the source opens one
 //! streaming GET from the current offset to the end of the file and serves
@@ -166,8 +167,10 @@ pub struct HttpSource {
     info: RemoteInfo,
     opts: HttpOptions,
     agent: ureq::Agent,
-    /// The fetch block: [`fetch_block`] of the file's size.
+    /// The fetch block: [`HttpOptions::block_size`].
     block: u64,
+    /// Blocks a random read fetches: [`read_around`] of the file's size.
+    around: u64,
     fetched: AtomicU64,
     requests: AtomicU64,
     state: Mutex<State>,
@@ -264,6 +267,7 @@ impl HttpSource {
             },
             agent,
             block,
+            around: 1,
             fetched: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -275,7 +279,7 @@ impl HttpSource {
             opts,
         };
         src.probe().map_err(open_err)?;
-        src.block = fetch_block(src.opts.block_size, src.info.content_length);
+        src.around = read_around(block, src.info.content_length);
         Ok(src)
     }
 
@@ -747,16 +751,20 @@ impl ByteSource for HttpSource {
             if runs.is_empty() {
                 return Ok(());
             }
-            // Read ahead past the last missing block, up to a cached block.
-            let ra_blocks = st.readahead.div_ceil(bs);
-            if let Some((_, e)) = runs.last_mut()
-                && *e == last
-            {
-                let limit = last.saturating_add(ra_blocks).min(nblocks);
-                while *e < limit && !st.cache.contains(*e) {
-                    *e += 1;
-                }
+            // Read ahead past the last missing block (and, for a random
+            // read, a little behind the first), up to a cached block.
+            let (back, mut ahead) = if sequential {
+                (0, st.readahead.div_ceil(bs))
+            } else {
+                (self.around / 4, self.around - self.around / 4)
+            };
+            if offset == 0 && st.cache.is_empty() {
+                // The first read of the file: every format keeps its
+                // headers and first tables at the front, and the guest's
+                // partition table and first filesystem metadata follow.
+                ahead = ahead.max(2 * self.around);
             }
+            extend_runs(&st.cache, &mut runs, (first, last), (back, ahead), nblocks);
             (runs, streaming, sequential)
         };
         for &(a, b) in &runs {
@@ -805,17 +813,47 @@ impl ByteSource for HttpSource {
     }
 }
 
-/// Largest fetch block ([`fetch_block`]).
-const MAX_FETCH_BLOCK: u64 = 4 << 20;
+/// Largest random-read window ([`read_around`]).
+const MAX_AROUND: u64 = 4 << 20;
 
-/// The fetch block for a file of `len` bytes: `block_size`, grown for a
-/// large file to about 1/512 of it (a multiple of 64 KiB, at most
-/// [`MAX_FETCH_BLOCK`]). A check reads a few dozen scattered pieces of
-/// metadata that cluster in a few areas of the file; a block per area
-/// costs one request each, and ten such blocks stay within 2% of the file.
-fn fetch_block(block_size: u32, len: u64) -> u64 {
-    let scaled = ((len / 512) & !0xffff).min(MAX_FETCH_BLOCK);
-    u64::from(block_size.max(4096)).max(scaled)
+/// Blocks a random read fetches around the bytes asked for, in a file of
+/// `len` bytes: about 1/560 of the file (at least one block, at most
+/// [`MAX_AROUND`]). A check reads a few hundred small pieces of metadata
+/// that cluster in a handful of areas of the file (format tables, the
+/// filesystem's inode tables and directories); a window per area costs a
+/// request each, and ten windows stay under 2% of the file (10/560 = 1.8%,
+/// rounded up to whole blocks). A quarter of the window goes before the
+/// read, the rest after it.
+fn read_around(block: u64, len: u64) -> u64 {
+    (len / 560).min(MAX_AROUND).div_ceil(block).max(1)
+}
+
+/// Extends the first run back by up to `back` blocks (if it starts at
+/// `first`) and the last run on by up to `ahead` blocks (if it ends at
+/// `last`), stopping at cached blocks and at the end of the file.
+fn extend_runs(
+    cache: &BlockCache,
+    runs: &mut [(u64, u64)],
+    (first, last): (u64, u64),
+    (back, ahead): (u64, u64),
+    nblocks: u64,
+) {
+    if let Some((a, _)) = runs.first_mut()
+        && *a == first
+    {
+        let limit = first.saturating_sub(back);
+        while *a > limit && !cache.contains(*a - 1) {
+            *a -= 1;
+        }
+    }
+    if let Some((_, e)) = runs.last_mut()
+        && *e == last
+    {
+        let limit = last.saturating_add(ahead).min(nblocks);
+        while *e < limit && !cache.contains(*e) {
+            *e += 1;
+        }
+    }
 }
 
 /// Copies the part of block `idx` that overlaps the read at `offset` into
@@ -860,6 +898,10 @@ impl BlockCache {
             budget,
             tick: 0,
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
     }
 
     fn contains(&self, idx: u64) -> bool {

@@ -1145,6 +1145,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::cast_possible_truncation)]
     fn open_reads_every_compressed_byte_once() {
         // ~9 MB of barely compressible data at level 1 (100 kB blocks):
         // about 90 blocks over three windows, so blocks and magics cross
@@ -1177,6 +1178,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::cast_possible_truncation)]
     fn parallel_scan_finds_magics_across_part_boundaries() {
         // A magic at each bit alignment around every part boundary; the
         // single-pass scan of the whole buffer is the reference.
