@@ -755,8 +755,12 @@ impl ByteSource for HttpSource {
             // read, a little behind the first), up to a cached block.
             let (back, mut ahead) = if sequential {
                 (0, st.readahead.div_ceil(bs))
-            } else {
+            } else if (buf.len() as u64) < self.around * bs {
                 (self.around / 4, self.around - self.around / 4)
+            } else {
+                // A read as large as the window says what it wants (a
+                // compressed block, a decoder's input chunk).
+                (0, 0)
             };
             if offset == 0 && st.cache.is_empty() {
                 // The first read of the file: every format keeps its
@@ -823,7 +827,8 @@ const MAX_AROUND: u64 = 4 << 20;
 /// filesystem's inode tables and directories); a window per area costs a
 /// request each, and ten windows stay under 2% of the file (10/560 = 1.8%,
 /// rounded up to whole blocks). A quarter of the window goes before the
-/// read, the rest after it.
+/// read, the rest after it. A read at least as large as the window gets no
+/// window.
 fn read_around(block: u64, len: u64) -> u64 {
     (len / 560).min(MAX_AROUND).div_ceil(block).max(1)
 }

@@ -330,6 +330,11 @@ fn random_reads_of_a_large_file_fetch_a_window_around_them() {
     src.read_exact_at(at + (28 << 10), &mut buf[..100]).unwrap();
     assert_eq!(gets(), 3);
     assert_eq!(src.bytes_fetched(), 132 << 10);
+    // A read as large as the window fetches just its blocks.
+    let mut big = vec![0u8; 32 << 10];
+    src.read_exact_at(12 << 20, &mut big).unwrap();
+    assert_eq!(&big[..], &d[12 << 20..(12 << 20) + (32 << 10)]);
+    assert_eq!((gets(), src.bytes_fetched()), (4, 164 << 10));
 }
 
 #[test]
