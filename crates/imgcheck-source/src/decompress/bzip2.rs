@@ -657,7 +657,7 @@ impl Walk {
             {
                 return Err(corrupt(
                     name,
-                    "bzip2 block",
+                    format!("bzip2 stream {stream} block"),
                     start / 8,
                     format!("no block boundary within {MAX_BLOCK_BYTES} bytes"),
                 ));
@@ -669,6 +669,16 @@ impl Walk {
             return Ok(false); // the stream CRC is in the next window
         }
         if let Some(start) = open {
+            if (m.bit - start) / 8 > MAX_BLOCK_BYTES {
+                // Longer than any valid block, merged or not: fail now
+                // rather than hold it for the decoder.
+                return Err(corrupt(
+                    name,
+                    format!("bzip2 stream {stream} block"),
+                    start / 8,
+                    format!("no block boundary within {MAX_BLOCK_BYTES} bytes"),
+                ));
+            }
             out.push(Piece {
                 start,
                 end: m.bit,
@@ -1208,5 +1218,22 @@ mod tests {
         assert_eq!(scan_held(&held, 0), reference);
         let from = reference[7].bit;
         assert_eq!(scan_held(&held, from), reference[7..].to_vec());
+    }
+
+    #[test]
+    fn no_block_boundary_fails_without_reading_on() {
+        // A header, a block magic, then 40 MB without another magic: the
+        // pass gives up after about two block lengths, not at the end.
+        let mut f = b"BZh9".to_vec();
+        f.extend_from_slice(&BLOCK_MAGIC.to_be_bytes()[2..]);
+        f.resize(40 << 20, 0);
+        let src = Arc::new(Counting(
+            MemSource::new("t.bz2", f),
+            std::sync::atomic::AtomicU64::new(0),
+        ));
+        let err = Bzip2Source::open(src.clone(), &DecompressOptions::default()).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("no block boundary"), "{err}");
+        assert!(src.1.load(std::sync::atomic::Ordering::Relaxed) <= 3 * WINDOW);
     }
 }
