@@ -12,7 +12,10 @@
 //! Reads are `Range` GETs against the URL the redirects ended at, in aligned
 //! blocks ([`HttpOptions::block_size`]) kept in an LRU cache bounded by
 //! [`HttpOptions::cache_bytes`]. Adjacent missing blocks are fetched in one
-//! request. Sequential reads double a read-ahead window up to
+//! request. A random read fetches a window around itself of ~1/560 of a
+//! large file, and the first read (at offset 0) twice that, so a check's
+//! few hundred scattered metadata reads cost about ten requests. A sequential pass keeps only its
+//! read-ahead in the cache, and frees blocks it has read past. Sequential reads double a read-ahead window up to
 //! [`HttpOptions::max_readahead`]; once it is full the source opens one
 //! streaming GET from the current offset to the end of the file and serves
 //! the following sequential reads from that response (the streaming pass
@@ -164,6 +167,10 @@ pub struct HttpSource {
     info: RemoteInfo,
     opts: HttpOptions,
     agent: ureq::Agent,
+    /// The fetch block: [`HttpOptions::block_size`].
+    block: u64,
+    /// Blocks a random read fetches: [`read_around`] of the file's size.
+    around: u64,
     fetched: AtomicU64,
     requests: AtomicU64,
     state: Mutex<State>,
@@ -259,6 +266,8 @@ impl HttpSource {
                 content_type: None,
             },
             agent,
+            block,
+            around: 1,
             fetched: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -270,6 +279,7 @@ impl HttpSource {
             opts,
         };
         src.probe().map_err(open_err)?;
+        src.around = read_around(block, src.info.content_length);
         Ok(src)
     }
 
@@ -294,7 +304,7 @@ impl HttpSource {
     }
 
     fn block(&self) -> u64 {
-        u64::from(self.opts.block_size.max(4096))
+        self.block
     }
 
     /// HEAD, then the `bytes=0-0` fallback. Fills `self.info`.
@@ -707,7 +717,7 @@ impl ByteSource for HttpSource {
         let first = offset / bs;
         let last = (end - 1) / bs + 1; // exclusive
         // Under the lock: the access pattern, cached blocks, the plan.
-        let (runs, streaming) = {
+        let (runs, streaming, sequential) = {
             let mut st = self.lock_state();
             let sequential = st.next_expected != u64::MAX
                 && offset <= st.next_expected
@@ -726,6 +736,11 @@ impl ByteSource for HttpSource {
             for b in first..last {
                 if let Some(data) = st.cache.get(b) {
                     copy_block(b, bs, data, offset, buf);
+                    // A streaming pass is done with a block it read to
+                    // the end: free it rather than let read-ahead pile up.
+                    if streaming && (b + 1) * bs <= end {
+                        st.cache.remove(b);
+                    }
                 } else {
                     match runs.last_mut() {
                         Some((_, e)) if *e == b => *e = b + 1,
@@ -736,22 +751,32 @@ impl ByteSource for HttpSource {
             if runs.is_empty() {
                 return Ok(());
             }
-            // Read ahead past the last missing block, up to a cached block.
-            let ra_blocks = st.readahead.div_ceil(bs);
-            if let Some((_, e)) = runs.last_mut()
-                && *e == last
-            {
-                let limit = last.saturating_add(ra_blocks).min(nblocks);
-                while *e < limit && !st.cache.contains(*e) {
-                    *e += 1;
-                }
+            // Read ahead past the last missing block (and, for a random
+            // read, a little behind the first), up to a cached block.
+            let (back, mut ahead) = if sequential {
+                (0, st.readahead.div_ceil(bs))
+            } else if (buf.len() as u64) < self.around * bs {
+                (self.around / 4, self.around - self.around / 4)
+            } else {
+                // A read as large as the window says what it wants (a
+                // compressed block, a decoder's input chunk).
+                (0, 0)
+            };
+            if offset == 0 && st.cache.is_empty() {
+                // The first read of the file: every format keeps its
+                // headers and first tables at the front, and the guest's
+                // partition table and first filesystem metadata follow.
+                ahead = ahead.max(2 * self.around);
             }
-            (runs, streaming)
+            extend_runs(&st.cache, &mut runs, (first, last), (back, ahead), nblocks);
+            (runs, streaming, sequential)
         };
         for &(a, b) in &runs {
             let data = self.fetch_blocks(a, b, streaming)?;
             let mut st = self.lock_state();
-            let whole = data.len() as u64 <= self.opts.cache_bytes / 4;
+            // A sequential pass (a decompressor's open pass) will not come
+            // back to what it read: caching it all would only fill memory.
+            let whole = !sequential && data.len() as u64 <= self.opts.cache_bytes / 4;
             for (i, chunk) in data
                 .chunks(usize::try_from(bs).unwrap_or(usize::MAX))
                 .enumerate()
@@ -789,6 +814,50 @@ impl ByteSource for HttpSource {
             )
         })?;
         Ok(Arc::new(HttpSource::open(&url, &self.opts)?))
+    }
+}
+
+/// Largest random-read window ([`read_around`]).
+const MAX_AROUND: u64 = 4 << 20;
+
+/// Blocks a random read fetches around the bytes asked for, in a file of
+/// `len` bytes: about 1/560 of the file (at least one block, at most
+/// [`MAX_AROUND`]). A check reads a few hundred small pieces of metadata
+/// that cluster in a handful of areas of the file (format tables, the
+/// filesystem's inode tables and directories); a window per area costs a
+/// request each, and ten windows stay under 2% of the file (10/560 = 1.8%,
+/// rounded up to whole blocks). A quarter of the window goes before the
+/// read, the rest after it. A read at least as large as the window gets no
+/// window.
+fn read_around(block: u64, len: u64) -> u64 {
+    (len / 560).min(MAX_AROUND).div_ceil(block).max(1)
+}
+
+/// Extends the first run back by up to `back` blocks (if it starts at
+/// `first`) and the last run on by up to `ahead` blocks (if it ends at
+/// `last`), stopping at cached blocks and at the end of the file.
+fn extend_runs(
+    cache: &BlockCache,
+    runs: &mut [(u64, u64)],
+    (first, last): (u64, u64),
+    (back, ahead): (u64, u64),
+    nblocks: u64,
+) {
+    if let Some((a, _)) = runs.first_mut()
+        && *a == first
+    {
+        let limit = first.saturating_sub(back);
+        while *a > limit && !cache.contains(*a - 1) {
+            *a -= 1;
+        }
+    }
+    if let Some((_, e)) = runs.last_mut()
+        && *e == last
+    {
+        let limit = last.saturating_add(ahead).min(nblocks);
+        while *e < limit && !cache.contains(*e) {
+            *e += 1;
+        }
     }
 }
 
@@ -836,6 +905,10 @@ impl BlockCache {
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
     fn contains(&self, idx: u64) -> bool {
         self.blocks.contains_key(&idx)
     }
@@ -848,6 +921,13 @@ impl BlockCache {
         *stamp = tick;
         self.order.insert(tick, idx);
         Some(data.as_slice())
+    }
+
+    fn remove(&mut self, idx: u64) {
+        if let Some((old, stamp)) = self.blocks.remove(&idx) {
+            self.order.remove(&stamp);
+            self.bytes -= old.len() as u64;
+        }
     }
 
     fn insert(&mut self, idx: u64, data: Vec<u8>) {

@@ -303,6 +303,41 @@ fn sequential_reads_stream_from_one_response() {
 }
 
 #[test]
+fn random_reads_of_a_large_file_fetch_a_window_around_them() {
+    // 16 MiB in 4 KiB blocks: a random read fetches a window of ~1/560 of
+    // the file (8 blocks) around itself: 2 blocks before the block read,
+    // 6 after it. The first read, at 0, fetches 16 blocks after it.
+    let d = data(16 << 20);
+    let s = serve(&d, Behaviour::default());
+    let src = HttpSource::open(&s.url("disk.img"), &opts()).unwrap();
+    let gets = || s.requests().iter().filter(|l| l.starts_with("GET")).count();
+    let mut buf = vec![0u8; 512];
+    src.read_exact_at(0, &mut buf).unwrap();
+    assert_eq!(&buf[..], &d[..512]);
+    assert_eq!((gets(), src.bytes_fetched()), (1, 68 << 10));
+    src.read_exact_at(64 << 10, &mut buf).unwrap(); // inside the first window
+    assert_eq!(gets(), 1);
+    let at = 8 << 20;
+    src.read_exact_at(at + 100, &mut buf).unwrap();
+    assert_eq!(&buf[..], &d[at as usize + 100..at as usize + 612]);
+    assert_eq!((gets(), src.bytes_fetched()), (2, 104 << 10));
+    for off in [at - 8192, at - 1, at + 20_000] {
+        src.read_exact_at(off, &mut buf[..100]).unwrap();
+        assert_eq!(&buf[..100], &d[off as usize..off as usize + 100]);
+    }
+    assert_eq!(gets(), 2, "{:?}", s.requests());
+    // Just past the window: one more request, not overlapping the cache.
+    src.read_exact_at(at + (28 << 10), &mut buf[..100]).unwrap();
+    assert_eq!(gets(), 3);
+    assert_eq!(src.bytes_fetched(), 132 << 10);
+    // A read as large as the window fetches just its blocks.
+    let mut big = vec![0u8; 32 << 10];
+    src.read_exact_at(12 << 20, &mut big).unwrap();
+    assert_eq!(&big[..], &d[12 << 20..(12 << 20) + (32 << 10)]);
+    assert_eq!((gets(), src.bytes_fetched()), (4, 164 << 10));
+}
+
+#[test]
 fn siblings_resolve_next_to_the_url() {
     let d = data(1000);
     let e = data(3000);

@@ -29,8 +29,7 @@
 //! unreviewed machine translation. The scanner and splicer here are ~400
 //! lines on top of the `bzip2` crate the workspace already uses.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -41,8 +40,6 @@ use crate::{Access, ByteSource, SourceError, check_range};
 const BLOCK_MAGIC: u64 = 0x3141_5926_5359;
 const EOS_MAGIC: u64 = 0x1772_4538_5090;
 const MASK48: u64 = (1 << 48) - 1;
-/// Compressed bytes scanned per parallel task.
-const SCAN_CHUNK: u64 = 4 << 20;
 /// Largest compressed span accepted for one block (a 900 kB block codes to
 /// at most ~2.3 MB even with 20-bit Huffman codes).
 const MAX_BLOCK_BYTES: u64 = 4 << 20;
@@ -87,62 +84,6 @@ pub struct Bzip2Source {
     blocks: Vec<Block>,
     info: StreamInfo,
     cache: Mutex<ChunkCache>,
-}
-
-/// Scans `src` for bit-aligned block and end-of-stream magics.
-fn scan(src: &dyn ByteSource, max: usize) -> Result<Vec<Magic>, SourceError> {
-    let len = src.len();
-    let chunks = len.div_ceil(SCAN_CHUNK);
-    let count = AtomicUsize::new(0);
-    let parts: Result<Vec<Vec<Magic>>, SourceError> = (0..chunks)
-        .into_par_iter()
-        .map(|c| {
-            let start = c * SCAN_CHUNK;
-            let end = (start + SCAN_CHUNK).min(len);
-            // Read 8 bytes of overlap before the chunk so magics that
-            // straddle the boundary are found by the chunk they start in.
-            let from = start.saturating_sub(8);
-            let mut buf = vec![0u8; (end - from) as usize];
-            src.read_exact_at(from, &mut buf)?;
-            let mut found = Vec::new();
-            let mut w: u64 = 0;
-            for (i, &b) in buf.iter().enumerate() {
-                w = (w << 8) | u64::from(b);
-                if i < 5 {
-                    continue;
-                }
-                // Test the 8 bit alignments of a 48-bit window ending here.
-                let end_bit = (from + i as u64 + 1) * 8;
-                for s in 0..8u64 {
-                    if i == 5 && s > 0 {
-                        break;
-                    }
-                    let v = (w >> s) & MASK48;
-                    if v == BLOCK_MAGIC || v == EOS_MAGIC {
-                        let bit = end_bit - s - 48;
-                        if bit >= start * 8 && bit < end * 8 {
-                            found.push(Magic {
-                                bit,
-                                eos: v == EOS_MAGIC,
-                            });
-                        }
-                    }
-                }
-            }
-            if count.fetch_add(found.len(), Ordering::Relaxed) + found.len() > max {
-                return Err(SourceError::too_large(
-                    src.name(),
-                    start,
-                    (count.load(Ordering::Relaxed) * ENTRY_BYTES) as u64,
-                    (max * ENTRY_BYTES) as u64,
-                ));
-            }
-            Ok(found)
-        })
-        .collect();
-    let mut all: Vec<Magic> = parts?.into_iter().flatten().collect();
-    all.sort_unstable();
-    Ok(all)
 }
 
 /// Reads `n` ≤ 32 bits at bit offset `bit` (MSB first).
@@ -261,92 +202,6 @@ struct Piece {
     stream: u32,
 }
 
-/// The stream structure: candidate blocks, and each stream's end-of-stream
-/// bit offset.
-struct Layout {
-    pieces: Vec<Piece>,
-    eos: Vec<u64>,
-}
-
-/// Walks the stream structure (`BZh` headers, blocks, end-of-stream, byte
-/// padding, next stream) over the magics the scanner found.
-fn walk_streams(src: &dyn ByteSource, magics: &[Magic]) -> Result<Layout, SourceError> {
-    let name = src.name();
-    let total = src.len();
-    let mut pieces: Vec<Piece> = Vec::new();
-    let mut eos_bits: Vec<u64> = Vec::new();
-    let mut pos = 0u64; // byte offset of the next stream header
-    let mut mi = 0usize;
-    while pos < total {
-        let mut head = [0u8; 4];
-        let avail = (total - pos).min(4) as usize;
-        src.read_exact_at(pos, &mut head[..avail])?;
-        let is_header = avail == 4 && &head[..3] == b"BZh" && (b'1'..=b'9').contains(&head[3]);
-        if !is_header {
-            if eos_bits.is_empty() {
-                return Err(corrupt(
-                    name,
-                    "bzip2 stream 0 header",
-                    pos,
-                    "not a bzip2 header",
-                ));
-            }
-            check_zero_tail(src, pos, eos_bits.len())?;
-            break;
-        }
-        let stream_no = u32::try_from(eos_bits.len()).unwrap_or(u32::MAX);
-        let first_bit = (pos + 4) * 8;
-        while mi < magics.len() && magics[mi].bit < first_bit {
-            mi += 1;
-        }
-        if mi >= magics.len() || magics[mi].bit != first_bit {
-            return Err(corrupt(
-                name,
-                format!("bzip2 stream {stream_no}"),
-                pos + 4,
-                "no block or end-of-stream magic after the stream header (truncated or corrupt)",
-            ));
-        }
-        let eos = loop {
-            let Some(m) = magics.get(mi) else {
-                return Err(corrupt(
-                    name,
-                    format!("bzip2 stream {stream_no}"),
-                    total,
-                    "truncated: the file ends before the end-of-stream marker",
-                ));
-            };
-            if m.eos {
-                break m.bit;
-            }
-            let next = magics.get(mi + 1).map_or(total * 8, |n| n.bit);
-            pieces.push(Piece {
-                start: m.bit,
-                end: next,
-                stream: stream_no,
-            });
-            mi += 1;
-        };
-        if eos + 80 > total * 8 {
-            return Err(corrupt(
-                name,
-                format!("bzip2 stream {stream_no} end-of-stream marker"),
-                eos / 8,
-                "truncated: the stream CRC is missing",
-            ));
-        }
-        eos_bits.push(eos);
-        pos = (eos + 80).div_ceil(8);
-    }
-    if eos_bits.is_empty() {
-        return Err(corrupt(name, "bzip2 stream 0 header", 0, "empty file"));
-    }
-    Ok(Layout {
-        pieces,
-        eos: eos_bits,
-    })
-}
-
 /// Zero padding after the last of `streams` streams is tolerated; anything
 /// else there is an error.
 fn check_zero_tail(src: &dyn ByteSource, pos: u64, streams: usize) -> Result<(), SourceError> {
@@ -424,57 +279,6 @@ fn prepare(src: &dyn ByteSource, start: u64, end: u64) -> Result<(u32, Vec<u8>),
     Ok((crc, s))
 }
 
-/// Decodes every piece (in parallel batches, repeats recognised through
-/// `memo`), merges false splits, and builds the block index. Stops with
-/// [`SourceError::LimitExceeded`] as soon as the output passes the limit.
-fn decode_pieces(
-    src: &dyn ByteSource,
-    pieces: &[Piece],
-    opts: &DecompressOptions,
-) -> Result<(Vec<Block>, Work), SourceError> {
-    let name = src.name();
-    let threads = rayon::current_num_threads().max(1);
-    let batch = 4 * threads;
-    let mut blocks: Vec<Block> = Vec::with_capacity(pieces.len());
-    let mut memo = Memo::default();
-    let mut work = Work::default();
-    let mut out = 0u64;
-    let mut i = 0usize;
-    while i < pieces.len() {
-        let bend = (i + batch).min(pieces.len());
-        let results = decode_batch(src, &pieces[i..bend], &mut memo, &mut work);
-        let mut j = i;
-        while j < bend {
-            let p = &pieces[j];
-            let (known, last) = match &results[j - i] {
-                Ok(k) => (*k, j),
-                Err(e) => merge_false_split(src, pieces, j, e, &mut work)?,
-            };
-            let end = pieces[last].end;
-            blocks.push(Block {
-                start: p.start,
-                end,
-                out,
-                len: known.len,
-                stream: p.stream,
-                crc: known.crc,
-                key: known.key,
-            });
-            out = out.saturating_add(known.len);
-            if let Some(limit) = opts.max_uncompressed
-                && out > limit
-            {
-                report_blocks(opts, src.len(), &blocks, work);
-                return Err(limit_error(name, "bzip2 stream", limit, out, end / 8));
-            }
-            j = last + 1;
-        }
-        i = j;
-        report_blocks(opts, src.len(), &blocks, work);
-    }
-    Ok((blocks, work))
-}
-
 /// Calls the progress callback with the state after `blocks`.
 fn report_blocks(opts: &DecompressOptions, total: u64, blocks: &[Block], work: Work) {
     report(
@@ -488,60 +292,6 @@ fn report_blocks(opts: &DecompressOptions, total: u64, blocks: &[Block], work: W
     );
 }
 
-/// Bytes `base..base + data.len()` of `inner` held in memory; reads outside
-/// go to `inner`.
-#[derive(Debug)]
-struct Span<'a> {
-    inner: &'a dyn ByteSource,
-    base: u64,
-    data: Vec<u8>,
-}
-
-/// Largest batch span read at once (a batch is 4 × threads pieces of at
-/// most ~2.3 MB each when valid).
-const MAX_SPAN: u64 = 32 << 20;
-
-impl<'a> Span<'a> {
-    /// Reads `from..to` (plus the few bytes a block's CRC read may need past
-    /// `to`), or `None` when the span is too large or the read fails (the
-    /// pieces then read on their own and report their own errors).
-    fn read(inner: &'a dyn ByteSource, from: u64, to: u64) -> Option<Self> {
-        let to = to.saturating_add(8).min(inner.len());
-        if to <= from || to - from > MAX_SPAN {
-            return None;
-        }
-        let mut data = vec![0u8; usize::try_from(to - from).ok()?];
-        inner.read_exact_at(from, &mut data).ok()?;
-        Some(Self {
-            inner,
-            base: from,
-            data,
-        })
-    }
-}
-
-impl ByteSource for Span<'_> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
-        let end = check_range(self.inner.name(), offset, buf.len(), self.inner.len())?;
-        let span_end = self.base + self.data.len() as u64;
-        if offset >= self.base && end <= span_end {
-            // Both fit in usize: inside `data`.
-            let at = (offset - self.base) as usize;
-            buf.copy_from_slice(&self.data[at..at + buf.len()]);
-            return Ok(());
-        }
-        self.inner.read_exact_at(offset, buf)
-    }
-}
-
 /// Decodes one batch of pieces: repeats of known blocks (and of each other)
 /// are answered from `memo`; the rest decode in parallel.
 fn decode_batch(
@@ -550,29 +300,20 @@ fn decode_batch(
     memo: &mut Memo,
     work: &mut Work,
 ) -> Vec<Result<Known, String>> {
-    // The batch's pieces are contiguous: read their span once, in order,
-    // rather than two small reads per piece from two threads (a remote
-    // source sees one sequential read instead of a scattered pattern).
-    let span = match (batch.first(), batch.last()) {
-        (Some(a), Some(b)) => Span::read(src, a.start / 8, b.end.div_ceil(8)),
-        _ => None,
-    };
-    let view: &dyn ByteSource = match &span {
-        Some(v) => v,
-        None => src,
-    };
     let prepared: Vec<Result<(u32, Vec<u8>), String>> = batch
         .par_iter()
-        .map(|p| prepare(view, p.start, p.end))
+        .map(|p| prepare(src, p.start, p.end))
         .collect();
     // First occurrence (in this batch) of every stream not yet known.
     let mut firsts: HashMap<&[u8], usize> = HashMap::new();
     let mut todo: Vec<usize> = Vec::new();
     for (k, r) in prepared.iter().enumerate() {
-        if let Ok((_, s)) = r
-            && !memo.map.contains_key(s.as_slice())
-            && !firsts.contains_key(s.as_slice())
-        {
+        let Ok((_, s)) = r else { continue };
+        // Only small streams are remembered (and repeat): hashing a
+        // megabyte stream to look it up would cost more than it saves.
+        if s.len() > MEMO_MAX_STREAM {
+            todo.push(k);
+        } else if !memo.map.contains_key(s.as_slice()) && !firsts.contains_key(s.as_slice()) {
             firsts.insert(s.as_slice(), k);
             todo.push(k);
         }
@@ -610,6 +351,12 @@ fn decode_batch(
         .enumerate()
         .map(|(k, r)| {
             let (_, s) = r.as_ref().map_err(Clone::clone)?;
+            if s.len() > MEMO_MAX_STREAM {
+                return fresh
+                    .get(&k)
+                    .cloned()
+                    .unwrap_or_else(|| Err("block was not decoded".into()));
+            }
             if let Some(known) = memo.map.get(s.as_slice()) {
                 return Ok(*known);
             }
@@ -660,6 +407,439 @@ fn merge_false_split(
     ))
 }
 
+/// Compressed bytes read per step of the open pass.
+const WINDOW: u64 = 4 << 20;
+
+/// The compressed bytes the open pass holds, `base..base + data.len()` of
+/// `inner`: the pass reads the file once, front to back, in windows, and
+/// keeps only what undecoded blocks still need. Reads outside the held
+/// bytes go to `inner` (the zero tail after the last stream).
+#[derive(Debug)]
+struct Held<'a> {
+    inner: &'a dyn ByteSource,
+    base: u64,
+    data: Vec<u8>,
+}
+
+impl Held<'_> {
+    fn end(&self) -> u64 {
+        self.base + self.data.len() as u64
+    }
+
+    fn at_eof(&self) -> bool {
+        self.end() >= self.inner.len()
+    }
+
+    /// Appends the next window of the file.
+    fn fill(&mut self) -> Result<(), SourceError> {
+        let end = self.end();
+        let n = (self.inner.len().saturating_sub(end)).min(WINDOW) as usize;
+        let old = self.data.len();
+        self.data.resize(old + n, 0);
+        self.inner.read_exact_at(end, &mut self.data[old..])
+    }
+
+    /// Forgets the bytes before byte offset `keep`.
+    fn trim(&mut self, keep: u64) {
+        if keep > self.base {
+            let n = usize::try_from(keep - self.base)
+                .unwrap_or(usize::MAX)
+                .min(self.data.len());
+            self.data.drain(..n);
+            self.base += n as u64;
+        }
+    }
+}
+
+impl ByteSource for Held<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+        let end = check_range(self.inner.name(), offset, buf.len(), self.inner.len())?;
+        if offset >= self.base && end <= self.end() {
+            // Both fit in usize: inside `data`.
+            let at = (offset - self.base) as usize;
+            buf.copy_from_slice(&self.data[at..at + buf.len()]);
+            return Ok(());
+        }
+        self.inner.read_exact_at(offset, buf)
+    }
+}
+
+/// Finds the magics that start at bit `from_bit` or later and lie wholly
+/// inside `data` (which starts at byte offset `base`).
+fn scan_bytes(data: &[u8], base: u64, from_bit: u64) -> Vec<Magic> {
+    let mut found = Vec::new();
+    let mut w: u64 = 0;
+    for (i, &b) in data.iter().enumerate() {
+        w = (w << 8) | u64::from(b);
+        if i < 5 {
+            continue;
+        }
+        // Test the 8 bit alignments of a 48-bit window ending here.
+        let end_bit = (base + i as u64 + 1) * 8;
+        for s in 0..8u64 {
+            if i == 5 && s > 0 {
+                break;
+            }
+            let v = (w >> s) & MASK48;
+            if v == BLOCK_MAGIC || v == EOS_MAGIC {
+                let bit = end_bit - s - 48;
+                if bit >= from_bit {
+                    found.push(Magic {
+                        bit,
+                        eos: v == EOS_MAGIC,
+                    });
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Scans the held bytes for magics starting at `from_bit` or later, in
+/// parallel parts; returns them sorted.
+fn scan_held(held: &Held, from_bit: u64) -> Vec<Magic> {
+    let first = usize::try_from((from_bit / 8).saturating_sub(held.base))
+        .unwrap_or(usize::MAX)
+        .min(held.data.len());
+    let data = &held.data[first..];
+    let base = held.base + first as u64;
+    let parts = rayon::current_num_threads().clamp(1, 8);
+    let step = data.len().div_ceil(parts).max(1 << 16);
+    let mut found: Vec<Magic> = (0..data.len().div_ceil(step))
+        .into_par_iter()
+        .flat_map_iter(|k| {
+            let a = k * step;
+            let b = (a + step).min(data.len());
+            // A part owns the magics starting in its bytes; it reads 6
+            // bytes on so a magic crossing its end is whole.
+            let stop = (base + b as u64) * 8;
+            let last = b == data.len();
+            scan_bytes(&data[a..(b + 6).min(data.len())], base + a as u64, from_bit)
+                .into_iter()
+                .filter(move |m| last || m.bit < stop)
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Where the walk over the stream structure is.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    /// Expecting a stream header (`BZh1..9`) at this byte offset.
+    Header(u64),
+    /// Inside a stream; `open` is the block magic whose end is not known yet.
+    Stream { stream: u32, open: Option<u64> },
+    /// Past the last stream.
+    Done,
+}
+
+/// The stream structure (`BZh` headers, blocks, end-of-stream, byte
+/// padding, next stream), walked as the magics are found.
+struct Walk {
+    at: At,
+    /// Each stream's end-of-stream bit offset and stored stream CRC.
+    eos: Vec<(u64, u32)>,
+}
+
+impl Walk {
+    /// Byte offset of the first byte the walk still needs.
+    fn needs(&self, held_end: u64) -> u64 {
+        match self.at {
+            At::Header(pos) => pos,
+            At::Stream {
+                open: Some(bit), ..
+            } => bit / 8,
+            At::Stream { open: None, .. } => held_end,
+            At::Done => held_end,
+        }
+    }
+
+    /// Walks over `magics` (all magics starting before bit `found_to`; all
+    /// of them once the whole file is held), pushing every piece whose end
+    /// is known. Returns when it needs more of the file or is done.
+    fn advance(
+        &mut self,
+        held: &Held,
+        magics: &mut VecDeque<Magic>,
+        found_to: u64,
+        out: &mut Vec<Piece>,
+    ) -> Result<(), SourceError> {
+        let name = held.name();
+        let total = held.len();
+        let eof = held.at_eof();
+        loop {
+            match self.at {
+                At::Done => return Ok(()),
+                At::Header(pos) => {
+                    if pos >= total {
+                        self.at = At::Done;
+                        continue;
+                    }
+                    let first_bit = (pos + 4) * 8;
+                    if !eof && (pos + 4 > held.end() || first_bit + 48 > found_to) {
+                        return Ok(());
+                    }
+                    let mut head = [0u8; 4];
+                    let avail = (total - pos).min(4) as usize;
+                    held.read_exact_at(pos, &mut head[..avail])?;
+                    let is_header =
+                        avail == 4 && &head[..3] == b"BZh" && (b'1'..=b'9').contains(&head[3]);
+                    if !is_header {
+                        if self.eos.is_empty() {
+                            return Err(corrupt(
+                                name,
+                                "bzip2 stream 0 header",
+                                pos,
+                                "not a bzip2 header",
+                            ));
+                        }
+                        check_zero_tail(held, pos, self.eos.len())?;
+                        self.at = At::Done;
+                        continue;
+                    }
+                    let stream = u32::try_from(self.eos.len()).unwrap_or(u32::MAX);
+                    while magics.front().is_some_and(|m| m.bit < first_bit) {
+                        magics.pop_front();
+                    }
+                    if magics.front().map(|m| m.bit) != Some(first_bit) {
+                        return Err(corrupt(
+                            name,
+                            format!("bzip2 stream {stream}"),
+                            pos + 4,
+                            "no block or end-of-stream magic after the stream header (truncated or corrupt)",
+                        ));
+                    }
+                    self.at = At::Stream { stream, open: None };
+                }
+                At::Stream { stream, open } => {
+                    if !self.stream_step(held, magics, stream, open, out)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One magic inside stream `stream`. Returns false when it has to wait
+    /// for more of the file.
+    fn stream_step(
+        &mut self,
+        held: &Held,
+        magics: &mut VecDeque<Magic>,
+        stream: u32,
+        open: Option<u64>,
+        out: &mut Vec<Piece>,
+    ) -> Result<bool, SourceError> {
+        let name = held.name();
+        let total = held.len();
+        let Some(m) = magics.front().copied() else {
+            if held.at_eof() {
+                return Err(corrupt(
+                    name,
+                    format!("bzip2 stream {stream}"),
+                    total,
+                    "truncated: the file ends before the end-of-stream marker",
+                ));
+            }
+            // No boundary yet: a block longer than any valid one is an
+            // error now rather than more bytes held.
+            if let Some(start) = open
+                && held.end() - start / 8 > MAX_BLOCK_BYTES + WINDOW
+            {
+                return Err(corrupt(
+                    name,
+                    format!("bzip2 stream {stream} block"),
+                    start / 8,
+                    format!("no block boundary within {MAX_BLOCK_BYTES} bytes"),
+                ));
+            }
+            return Ok(false);
+        };
+        let crc_end = m.bit + 80;
+        if m.eos && crc_end <= total * 8 && crc_end > held.end() * 8 {
+            return Ok(false); // the stream CRC is in the next window
+        }
+        if let Some(start) = open {
+            if (m.bit - start) / 8 > MAX_BLOCK_BYTES {
+                // Longer than any valid block, merged or not: fail now
+                // rather than hold it for the decoder.
+                return Err(corrupt(
+                    name,
+                    format!("bzip2 stream {stream} block"),
+                    start / 8,
+                    format!("no block boundary within {MAX_BLOCK_BYTES} bytes"),
+                ));
+            }
+            out.push(Piece {
+                start,
+                end: m.bit,
+                stream,
+            });
+        }
+        magics.pop_front();
+        if !m.eos {
+            self.at = At::Stream {
+                stream,
+                open: Some(m.bit),
+            };
+            return Ok(true);
+        }
+        if crc_end > total * 8 {
+            return Err(corrupt(
+                name,
+                format!("bzip2 stream {stream} end-of-stream marker"),
+                m.bit / 8,
+                "truncated: the stream CRC is missing",
+            ));
+        }
+        let crc = get_bits(held, m.bit + 48, 32)?;
+        self.eos.push((m.bit, crc));
+        self.at = At::Header(crc_end.div_ceil(8));
+        Ok(true)
+    }
+}
+
+/// The index being built by the open pass.
+struct Built {
+    blocks: Vec<Block>,
+    memo: Memo,
+    work: Work,
+    out: u64,
+}
+
+/// Decodes queued pieces in batches of `batch` (all of them when `last`),
+/// merging false splits, appending to the index. A failed piece with fewer
+/// than [`MAX_MERGE`] pieces after it waits for more unless `last`.
+fn decode_queue(
+    held: &Held,
+    queue: &mut Vec<Piece>,
+    batch: usize,
+    last: bool,
+    built: &mut Built,
+    opts: &DecompressOptions,
+) -> Result<(), SourceError> {
+    while queue.len() >= batch || (last && !queue.is_empty()) {
+        let n = batch.min(queue.len());
+        let results = decode_batch(held, &queue[..n], &mut built.memo, &mut built.work);
+        let mut j = 0usize;
+        while j < n {
+            let p = &queue[j];
+            let (known, used) = match &results[j] {
+                Ok(k) => (*k, j),
+                Err(_) if !last && queue.len() - j - 1 < MAX_MERGE => {
+                    queue.drain(..j);
+                    return Ok(());
+                }
+                Err(e) => merge_false_split(held, queue, j, e, &mut built.work)?,
+            };
+            let end = queue[used].end;
+            built.blocks.push(Block {
+                start: p.start,
+                end,
+                out: built.out,
+                len: known.len,
+                stream: p.stream,
+                crc: known.crc,
+                key: known.key,
+            });
+            built.out = built.out.saturating_add(known.len);
+            if let Some(limit) = opts.max_uncompressed
+                && built.out > limit
+            {
+                report_blocks(opts, held.len(), &built.blocks, built.work);
+                let name = held.name();
+                return Err(limit_error(name, "bzip2 stream", limit, built.out, end / 8));
+            }
+            j = used + 1;
+        }
+        queue.drain(..j.min(queue.len()));
+        report_blocks(opts, held.len(), &built.blocks, built.work);
+    }
+    Ok(())
+}
+
+/// The open pass: reads the file once, front to back, in windows; scans
+/// each window for magics, walks the stream structure and decodes the
+/// complete blocks in parallel batches while it reads on, so nothing is
+/// fetched twice (a remote file sees one sequential read).
+fn open_pass(
+    src: &dyn ByteSource,
+    opts: &DecompressOptions,
+    max_magics: usize,
+) -> Result<(Built, Vec<(u64, u32)>), SourceError> {
+    let batch = (4 * rayon::current_num_threads()).max(MAX_MERGE + 1);
+    let mut held = Held {
+        inner: src,
+        base: 0,
+        data: Vec::new(),
+    };
+    let mut magics: VecDeque<Magic> = VecDeque::new();
+    let mut found_to = 0u64; // every magic starting before this bit is found
+    let mut counted = 0usize;
+    let mut walk = Walk {
+        at: At::Header(0),
+        eos: Vec::new(),
+    };
+    let mut queue: Vec<Piece> = Vec::new();
+    let mut built = Built {
+        blocks: Vec::new(),
+        memo: Memo::default(),
+        work: Work::default(),
+        out: 0,
+    };
+    loop {
+        if !matches!(walk.at, At::Done) {
+            if !held.at_eof() {
+                held.fill()?;
+                let found = scan_held(&held, found_to);
+                counted = counted.saturating_add(found.len());
+                if counted > max_magics {
+                    return Err(SourceError::too_large(
+                        src.name(),
+                        held.end(),
+                        (counted * ENTRY_BYTES) as u64,
+                        (max_magics * ENTRY_BYTES) as u64,
+                    ));
+                }
+                magics.extend(found);
+                found_to = if held.at_eof() {
+                    src.len() * 8
+                } else {
+                    held.end() * 8 - 47
+                };
+            }
+            walk.advance(&held, &mut magics, found_to, &mut queue)?;
+            if held.at_eof() && !matches!(walk.at, At::Done) {
+                // Cannot happen: with the whole file held the walk ends
+                // or fails. Guards against looping forever.
+                return Err(corrupt(src.name(), "bzip2 stream", src.len(), "truncated"));
+            }
+        }
+        let done = matches!(walk.at, At::Done);
+        decode_queue(&held, &mut queue, batch, done, &mut built, opts)?;
+        if done {
+            return Ok((built, walk.eos));
+        }
+        let mut keep = walk.needs(held.end()).min(found_to / 8);
+        if let Some(p) = queue.first() {
+            keep = keep.min(p.start / 8);
+        }
+        if let Some(m) = magics.front() {
+            keep = keep.min(m.bit / 8);
+        }
+        held.trim(keep);
+    }
+}
+
 impl Bzip2Source {
     /// Opens `inner` (a bzip2 file): scans, decodes and verifies every block
     /// in parallel, and builds the block index.
@@ -668,15 +848,14 @@ impl Bzip2Source {
         let name = src.name().to_owned();
         let total = src.len();
         let max_entries = (opts.index_budget / ENTRY_BYTES).max(1024);
-        let magics = scan(src, max_entries)?;
-        let layout = walk_streams(src, &magics)?;
-        drop(magics);
-        let (blocks, work) = decode_pieces(src, &layout.pieces, opts)?;
+        let (Built { blocks, work, .. }, eos) = open_pass(src, opts, max_entries)?;
+        if eos.is_empty() {
+            return Err(corrupt(&name, "bzip2 stream 0 header", 0, "empty file"));
+        }
         let out = blocks.last().map_or(0, |b| b.out + b.len);
 
         // Stream CRCs: combined = rotl1(combined) ^ block_crc.
-        for (s, &eos) in layout.eos.iter().enumerate() {
-            let stored = get_bits(src, eos + 48, 32)?;
+        for (s, &(eos, stored)) in eos.iter().enumerate() {
             let combined = blocks
                 .iter()
                 .filter(|b| b.stream as usize == s)
@@ -696,7 +875,7 @@ impl Bzip2Source {
             container: "bzip2",
             compressed_size: total,
             uncompressed_size: out,
-            members: layout.eos.len() as u64,
+            members: eos.len() as u64,
             blocks: blocks.len() as u64,
             blocks_decoded: work.blocks,
             index_points: blocks.len(),
@@ -955,5 +1134,106 @@ mod tests {
         let p = last.lock().unwrap().unwrap();
         assert!(p.uncompressed > 30_000_000, "{p:?}");
         assert!(p.decoded > 0 && p.decoded < 6_000_000, "{p:?}");
+    }
+
+    /// A source that counts the bytes read from it.
+    #[derive(Debug)]
+    struct Counting(MemSource, std::sync::atomic::AtomicU64);
+
+    impl ByteSource for Counting {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), SourceError> {
+            self.1
+                .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.0.read_exact_at(offset, buf)
+        }
+    }
+
+    #[test]
+    #[allow(clippy::cast_possible_truncation)]
+    fn open_reads_every_compressed_byte_once() {
+        // ~9 MB of barely compressible data at level 1 (100 kB blocks):
+        // about 90 blocks over three windows, so blocks and magics cross
+        // window boundaries.
+        let mut data = Vec::new();
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..9_000_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            data.push((x >> 8) as u8);
+        }
+        let mut f = bz(&data, 1);
+        f.extend(bz(&data[..1_000_000], 9)); // and a second stream
+        let total = f.len() as u64;
+        assert!(total > 2 * WINDOW, "{total}");
+        let src = Arc::new(Counting(
+            MemSource::new("t.bz2", f),
+            std::sync::atomic::AtomicU64::new(0),
+        ));
+        let s = Bzip2Source::open(src.clone(), &DecompressOptions::default()).unwrap();
+        let fetched = src.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(fetched, total, "the open pass reads each byte once");
+        assert_eq!(s.info().members, 2);
+        assert!(s.info().blocks > 80, "{:?}", s.info());
+        let mut all = vec![0u8; s.len() as usize];
+        s.read_exact_at(0, &mut all).unwrap();
+        assert!(all[..data.len()] == data[..]);
+        assert!(all[data.len()..] == data[..1_000_000]);
+    }
+
+    #[test]
+    #[allow(clippy::cast_possible_truncation)]
+    fn parallel_scan_finds_magics_across_part_boundaries() {
+        // A magic at each bit alignment around every part boundary; the
+        // single-pass scan of the whole buffer is the reference.
+        let mut bytes = vec![0x55u8; 1 << 20];
+        let magic = BLOCK_MAGIC.to_be_bytes();
+        for k in 1..16u64 {
+            let at = k * 65_536 - 3 + (k % 8); // straddles a 64 KiB boundary
+            let shift = (k % 8) as u32;
+            // Write the magic shifted right by `shift` bits at byte `at`.
+            let v = u64::from_be_bytes(magic) << 16 >> shift;
+            for (i, b) in v.to_be_bytes().iter().enumerate().take(7) {
+                bytes[at as usize + i] = if i == 0 {
+                    (bytes[at as usize] & !(0xffu8 >> shift)) | b
+                } else {
+                    *b
+                };
+            }
+        }
+        let src = MemSource::new("m", bytes.clone());
+        let held = Held {
+            inner: &src,
+            base: 0,
+            data: bytes.clone(),
+        };
+        let reference = scan_bytes(&bytes, 0, 0);
+        assert_eq!(reference.len(), 15, "{reference:?}");
+        assert_eq!(scan_held(&held, 0), reference);
+        let from = reference[7].bit;
+        assert_eq!(scan_held(&held, from), reference[7..].to_vec());
+    }
+
+    #[test]
+    fn no_block_boundary_fails_without_reading_on() {
+        // A header, a block magic, then 40 MB without another magic: the
+        // pass gives up after about two block lengths, not at the end.
+        let mut f = b"BZh9".to_vec();
+        f.extend_from_slice(&BLOCK_MAGIC.to_be_bytes()[2..]);
+        f.resize(40 << 20, 0);
+        let src = Arc::new(Counting(
+            MemSource::new("t.bz2", f),
+            std::sync::atomic::AtomicU64::new(0),
+        ));
+        let err = Bzip2Source::open(src.clone(), &DecompressOptions::default()).unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("no block boundary"), "{err}");
+        assert!(src.1.load(std::sync::atomic::Ordering::Relaxed) <= 3 * WINDOW);
     }
 }
