@@ -151,22 +151,18 @@ fn flatcar_follows_the_gpt_priority() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("flatcar.img");
     std::fs::copy(fixtures_dir().join("guests/family-flatcar.img"), &img).unwrap();
-    let out = Command::new("sgdisk")
-        .args(["-A", "3:clear:48", "-A", "4:set:49", "-A", "4:set:56"])
-        .arg(&img)
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("sgdisk (gdisk) is required for this test: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_tool(
+        "sgdisk (gdisk)",
+        "sgdisk",
+        &[
+            "-A",
+            "3:clear:48",
+            "-A",
+            "4:set:49",
+            "-A",
+            "4:set:56",
+            img.to_str().unwrap(),
+        ],
     );
     let r = inspect(open(&img));
     let notes = r.notes.join("\n");
@@ -181,7 +177,13 @@ fn flatcar_follows_the_gpt_priority() {
 
 /// Runs debugfs (e2fsprogs) with `args`, failing loudly when it is missing.
 fn debugfs(args: &[&str]) {
-    let out = Command::new("debugfs")
+    run_tool("debugfs (e2fsprogs)", "debugfs", args);
+}
+
+/// Runs `tool` (from `package`, /usr/sbin on the PATH) with `args`; a
+/// missing tool or a failure fails the test.
+fn run_tool(package: &str, tool: &str, args: &[&str]) {
+    let out = Command::new(tool)
         .args(args)
         .env(
             "PATH",
@@ -191,10 +193,10 @@ fn debugfs(args: &[&str]) {
             ),
         )
         .output()
-        .unwrap_or_else(|e| panic!("debugfs (e2fsprogs) is required for this test: {e}"));
+        .unwrap_or_else(|e| panic!("{package} is required for this test: {e}"));
     assert!(
         out.status.success(),
-        "debugfs {args:?}: {}",
+        "{tool} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -226,7 +226,7 @@ mod tests {
     use super::*;
     use crate::facts::ImageFormat;
     use crate::testutil::*;
-    use crate::{ImageFacts, Provider, check};
+    use crate::{ImageFacts, Provider, Verdict, check};
     use imgcheck_guest::{FsKind, GuestReport};
 
     /// What Linode takes: an unpartitioned ext4 raw image, gzipped.
@@ -247,6 +247,17 @@ mod tests {
         g.root = Some(0);
         g.guest.boot.bios = false;
         g
+    }
+
+    /// Linode's verdict on the usual gzip-compressed raw image.
+    fn verdict_of(guest: &GuestReport) -> Verdict {
+        check(
+            Provider::Linode,
+            &CheckInput {
+                image: &linode_image(),
+                guest: Some(guest),
+            },
+        )
     }
 
     fn codes_of(image: &ImageFacts, guest: Option<&GuestReport>) -> Vec<&'static str> {
@@ -389,24 +400,12 @@ mod tests {
 
     #[test]
     fn partitioned_and_other_fs_are_warnings() {
-        let v = check(
-            Provider::Linode,
-            &CheckInput {
-                image: &linode_image(),
-                guest: Some(&good_guest()),
-            },
-        );
+        let v = verdict_of(&good_guest());
         assert_eq!(v.codes(), [codes::PARTITION_TABLE_PRESENT]);
         assert!(v.pass);
         let mut g = linode_guest();
         g.filesystems[0].kind = FsKind::Xfs;
-        let v = check(
-            Provider::Linode,
-            &CheckInput {
-                image: &linode_image(),
-                guest: Some(&g),
-            },
-        );
+        let v = verdict_of(&g);
         assert_eq!(v.codes(), [codes::FILESYSTEM_UNSUPPORTED]);
         assert!(v.pass);
         // No root found: Linode still judges the filesystems on the disk.
@@ -423,26 +422,14 @@ mod tests {
     fn cloud_init_is_optional() {
         let mut g = linode_guest();
         g.guest.cloud_init.installed = false;
-        let v = check(
-            Provider::Linode,
-            &CheckInput {
-                image: &linode_image(),
-                guest: Some(&g),
-            },
-        );
+        let v = verdict_of(&g);
         assert_eq!(v.codes(), [codes::CLOUD_INIT_MISSING]);
         assert_eq!(v.findings[0].severity, Severity::Info);
         assert!(v.pass);
         // Ignition images (Flatcar, Fedora CoreOS) are told about
         // Ignition's akamai provider, not about Linode's helpers.
         g.guest.cloud_init.alternatives = vec!["ignition".into()];
-        let v = check(
-            Provider::Linode,
-            &CheckInput {
-                image: &linode_image(),
-                guest: Some(&g),
-            },
-        );
+        let v = verdict_of(&g);
         assert_eq!(v.codes(), [codes::CLOUD_INIT_MISSING]);
         assert!(v.findings[0].message.contains("`akamai` provider"));
         assert!(v.pass);
