@@ -55,6 +55,12 @@ struct Magic {
     eos: bool,
 }
 
+/// Decoded blocks are cached in pieces of this many bytes, and a piece of
+/// one repeated byte is kept as that byte: a block of zeros can decode to
+/// ~46 MB (runs of up to 259 bytes from every 5 symbols), which held whole
+/// would break the memory bound.
+const PIECE: u64 = 1 << 20;
+
 /// One block in the index.
 #[derive(Debug, Clone, Copy)]
 struct Block {
@@ -903,26 +909,51 @@ impl Bzip2Source {
         &self.inner
     }
 
-    fn block_data(&self, i: usize) -> Result<Arc<[u8]>, SourceError> {
+    /// Piece `piece` (of [`PIECE`] bytes) of block `i`'s output, from the
+    /// cache or by decoding the block (which caches all its pieces). A piece
+    /// of one repeated byte comes back as that one byte.
+    fn piece_data(&self, i: usize, piece: u64) -> Result<Arc<[u8]>, SourceError> {
         let b = self.blocks[i];
-        if let Some(d) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(b.key)
-        {
+        // Pieces per block are fewer than 64 (a block decodes to at most
+        // ~46.6 MB: 900k symbols, runs of up to 259 bytes per 5).
+        let key = |p: u64| b.key.checked_mul(64).map(|k| k + p);
+        let cache = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = key(piece).and_then(|k| cache().get(k)) {
             return Ok(d);
         }
         let src = self.inner.as_ref();
         let s = synthetic_stream(src, b.start, b.end, b.crc)?;
-        let len = usize::try_from(b.len)
-            .map_err(|_| SourceError::too_large(&self.name, b.start, b.len, usize::MAX as u64))?;
-        let mut data = Vec::with_capacity(len);
-        decode(&s, |piece| {
-            if data.len() + piece.len() > len {
+        let mut cur: Vec<u8> = Vec::with_capacity(PIECE.min(b.len) as usize);
+        let (mut idx, mut total, mut wanted) = (0u64, 0u64, None);
+        let mut finish = |cur: &mut Vec<u8>, idx: u64| {
+            let uniform = cur.iter().all(|&x| x == cur[0]);
+            let data: Arc<[u8]> = if uniform {
+                cur[..1].into()
+            } else {
+                cur[..].into()
+            };
+            if let Some(k) = key(idx) {
+                cache().put(k, data.clone());
+            }
+            if idx == piece {
+                wanted = Some(data);
+            }
+            cur.clear();
+        };
+        decode(&s, |mut chunk| {
+            total += chunk.len() as u64;
+            if total > b.len {
                 return Err("block decodes longer than at open (file changed?)".into());
             }
-            data.extend_from_slice(piece);
+            while !chunk.is_empty() {
+                let take = (PIECE as usize - cur.len()).min(chunk.len());
+                cur.extend_from_slice(&chunk[..take]);
+                chunk = &chunk[take..];
+                if cur.len() == PIECE as usize {
+                    finish(&mut cur, idx);
+                    idx += 1;
+                }
+            }
             Ok(())
         })
         .map_err(|e| {
@@ -933,20 +964,18 @@ impl Bzip2Source {
                 format!("bit offset {}: {e}", b.start),
             )
         })?;
-        if data.len() != len {
-            return Err(corrupt(
+        if !cur.is_empty() {
+            finish(&mut cur, idx);
+        }
+        match wanted {
+            Some(d) if total == b.len => Ok(d),
+            _ => Err(corrupt(
                 src.name(),
                 format!("bzip2 stream {} block", b.stream),
                 b.start / 8,
                 "block decodes shorter than at open (file changed?)",
-            ));
+            )),
         }
-        let data: Arc<[u8]> = data.into();
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(b.key, data.clone());
-        Ok(data)
     }
 }
 
@@ -972,10 +1001,19 @@ impl ByteSource for Bzip2Source {
                     format!("no block holds offset {pos} (internal error)"),
                 )
             })?;
-            let data = self.block_data(i)?;
-            let within = (pos - b.out) as usize;
-            let n = (data.len() - within).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&data[within..within + n]);
+            let within = pos - b.out;
+            let piece = within / PIECE;
+            let off = (within % PIECE) as usize;
+            let plen = PIECE.min(b.len - piece * PIECE) as usize;
+            let data = self.piece_data(i, piece)?;
+            let n = (plen - off).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            if data.len() == plen {
+                dst.copy_from_slice(&data[off..off + n]);
+            } else {
+                // A piece of one repeated byte.
+                dst.fill(data[0]);
+            }
             done += n;
         }
         Ok(())
@@ -1043,6 +1081,36 @@ mod tests {
         assert_eq!(&buf[1000..], &b[..1000]);
         s.read_exact_at(99_000, &mut buf).unwrap();
         assert_eq!(&buf[..], &a[99_000..101_000]);
+    }
+
+    /// A block that decodes to several pieces (runs of zeros and of 0xAA
+    /// around text) reads back byte for byte across piece boundaries, and
+    /// its uniform pieces are cached as one byte each.
+    #[test]
+    fn large_blocks_read_in_pieces() {
+        let mut data = vec![0u8; 3 << 20];
+        data.extend(pattern(200_000, 7));
+        data.extend(vec![0xAAu8; (2 << 20) + 123]);
+        data.extend(pattern(50_000, 1));
+        let s = open(bz(&data, 9), &DecompressOptions::default()).unwrap();
+        assert_eq!(s.info().blocks, 1, "{:?}", s.info());
+        assert_eq!(s.len(), data.len() as u64);
+        let mut rng = 12345u64;
+        for _ in 0..200 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let at = (rng >> 33) as usize % data.len();
+            let n = ((rng >> 7) as usize % 3_000_000).min(data.len() - at);
+            let mut buf = vec![1u8; n];
+            s.read_exact_at(at as u64, &mut buf).unwrap();
+            assert!(buf == data[at..at + n], "read at {at}, {n} bytes");
+        }
+        let mut all = vec![0u8; data.len()];
+        s.read_exact_at(0, &mut all).unwrap();
+        assert!(all == data);
+        // Two pieces hold text; the other four are one byte each (the
+        // block whole would be 5.3 MB).
+        let cache = s.cache.lock().unwrap();
+        assert!(cache.used < 2 << 20, "cached {} bytes", cache.used);
     }
 
     #[test]
