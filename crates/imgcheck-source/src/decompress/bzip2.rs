@@ -1097,7 +1097,9 @@ mod tests {
         assert_eq!(s.len(), data.len() as u64);
         let mut rng = 12345u64;
         for _ in 0..200 {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let at = (rng >> 33) as usize % data.len();
             let n = ((rng >> 7) as usize % 3_000_000).min(data.len() - at);
             let mut buf = vec![1u8; n];
