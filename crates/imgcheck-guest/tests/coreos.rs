@@ -7,11 +7,13 @@
 //! tests/guests.rs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
-use imgcheck_guest::{FsKind, inspect, inspect_traced};
+mod support;
+
+use imgcheck_guest::{FileRead, FsKind, inspect, inspect_traced};
 use imgcheck_source::{ByteSource, FileSource};
+use support::run_tool;
 
 fn fixtures_dir() -> PathBuf {
     match std::env::var_os("IMGCHECK_FIXTURES") {
@@ -71,25 +73,7 @@ fn fcos_boots_the_default_deployment() {
     );
     // Differential: what was read from the XFS root equals the source tree.
     let tree = dir.join("guests/family-fcos.tree");
-    let mut compared = 0;
-    for f in reads.iter().filter(|f| f.fs_offset == root.offset) {
-        assert!(
-            f.fs_path.starts_with(DEPLOY_A),
-            "{} read outside the deployment",
-            f.fs_path
-        );
-        let theirs = std::fs::read(tree.join(f.fs_path.trim_start_matches('/')))
-            .unwrap_or_else(|e| panic!("{}: {e}", f.fs_path));
-        assert!(
-            theirs.starts_with(&f.data) && (f.data.len() == theirs.len() || f.data.len() == 64),
-            "{}: {} bytes read, the tree has {}",
-            f.fs_path,
-            f.data.len(),
-            theirs.len()
-        );
-        compared += 1;
-    }
-    assert!(compared >= 3, "only {compared} files compared");
+    compare_with_tree(&reads, root.offset, &tree, DEPLOY_A);
 }
 
 #[test]
@@ -180,27 +164,6 @@ fn debugfs(args: &[&str]) {
     run_tool("debugfs (e2fsprogs)", "debugfs", args);
 }
 
-/// Runs `tool` (from `package`, /usr/sbin on the PATH) with `args`; a
-/// missing tool or a failure fails the test.
-fn run_tool(package: &str, tool: &str, args: &[&str]) {
-    let out = Command::new(tool)
-        .args(args)
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("{package} is required for this test: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// With the default entry gone, the next one in boot order (version 1,
 /// the 39.x rollback, which has no sshd link) is what boots; with no
 /// entry at all, two deployments cannot be told apart and none is chosen.
@@ -262,8 +225,20 @@ fn flatcar_with_a_btrfs_usr() {
         .unwrap();
     assert_eq!(usr.kind, FsKind::Btrfs);
     let tree = dir.join("guests/flatcar-usr.tree");
+    compare_with_tree(&reads, usr.offset, &tree, "/");
+}
+
+/// Differential: every file read from the filesystem at `fs_offset` lies
+/// under `within` and equals the file of the source `tree` it was built
+/// from (or its first 64 bytes, for a magic sniff); at least three are.
+fn compare_with_tree(reads: &[FileRead], fs_offset: u64, tree: &Path, within: &str) {
     let mut compared = 0;
-    for f in reads.iter().filter(|f| f.fs_offset == usr.offset) {
+    for f in reads.iter().filter(|f| f.fs_offset == fs_offset) {
+        assert!(
+            f.fs_path.starts_with(within),
+            "{} read outside {within}",
+            f.fs_path
+        );
         let theirs = std::fs::read(tree.join(f.fs_path.trim_start_matches('/')))
             .unwrap_or_else(|e| panic!("{}: {e}", f.fs_path));
         assert!(

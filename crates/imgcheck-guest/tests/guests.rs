@@ -6,6 +6,8 @@
 //! the same file extracted by `debugfs -R "cat PATH" IMAGE?offset=N`, and
 //! each inspection reports how many bytes it fetched and how long it took.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -296,24 +298,9 @@ fn guest_fixtures_report_expected_facts() {
     );
 }
 
-/// Runs a tool, failing the test with a clear message when it is missing.
+/// Runs a tool of dosfstools or mtools.
 fn tool(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is required for this test (dosfstools/mtools): {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_tool("dosfstools/mtools", cmd, args);
 }
 
 /// The FAT walker finds EFI loaders on FAT12, FAT16 and FAT32 volumes made
