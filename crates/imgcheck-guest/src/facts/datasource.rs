@@ -231,10 +231,17 @@ pub fn merge(high: &Value, low: &Value) -> Value {
 
 /// The config files (path, text) in priority order, highest first, and the
 /// files cloud-init would ignore.
-fn load_configs(g: &Guest, ignored: &mut Vec<String>) -> Vec<(String, Value)> {
+fn load_configs(
+    g: &Guest,
+    ignored: &mut Vec<String>,
+    raw: &mut Vec<(String, Vec<u8>)>,
+) -> Vec<(String, Value)> {
     let mut read = |p: &str| -> Option<Value> {
         let data = match g.read_file(p, crate::root::CONFIG_CAP) {
-            Ok(Some(d)) => d,
+            Ok(Some(d)) => {
+                raw.push((p.to_owned(), d.clone()));
+                d
+            }
             Ok(None) => return None,
             Err(e) => {
                 ignored.push(format!("{p}: not read ({e})"));
@@ -511,7 +518,9 @@ pub fn effective(
 /// Reads the effective datasource_list, default user and disabled markers.
 pub fn gather(g: &Guest) -> DatasourceFacts {
     let mut ignored = Vec::new();
-    let configs = load_configs(g, &mut ignored);
+    // The files as read, for ds-identify's reading of the same files.
+    let mut raw = Vec::new();
+    let configs = load_configs(g, &mut ignored, &mut raw);
     let lines = kernel_cmdlines(g);
     // grub.cfg and BLS entries are what boots; /etc/default/grub only
     // counts when nothing generated says otherwise.
@@ -525,7 +534,7 @@ pub fn gather(g: &Guest) -> DatasourceFacts {
                 .rev()
                 .find_map(|(c, p)| cmdline_datasource(c).map(|d| (d, p.clone())))
         });
-    let di = has_ds_identify(g).then(|| ds_identify::gather(g, &lines));
+    let di = has_ds_identify(g).then(|| ds_identify::gather(g, &lines, &raw));
     let mut f = effective(&configs, cmdline, di.as_ref());
     f.ignored = ignored;
     if let Some(d) = di.as_ref().filter(|d| d.mode == Mode::Disabled) {

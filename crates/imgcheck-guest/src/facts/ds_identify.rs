@@ -191,11 +191,14 @@ pub fn read_di_config(text: &[u8]) -> (Option<String>, Option<String>) {
 }
 
 /// Reads what ds-identify would read from the guest; `cmdlines` are the
-/// kernel command lines (text, file) of the boot configuration.
-pub fn gather(g: &Guest, cmdlines: &[(String, String)]) -> DsIdentify {
+/// kernel command lines (text, file) of the boot configuration, `read`
+/// the configuration files cloud-init's reading already has (path,
+/// contents), which are not read again.
+pub fn gather(g: &Guest, cmdlines: &[(String, String)], read: &[(String, Vec<u8>)]) -> DsIdentify {
     let mut files = Vec::new();
     let read = |p: &str, files: &mut Vec<(String, Vec<u8>)>| {
-        if let Ok(Some(d)) = g.read_file(p, crate::root::CONFIG_CAP) {
+        let known = read.iter().find(|(q, _)| q == p).map(|(_, d)| d.clone());
+        if let Some(d) = known.or_else(|| g.read_file(p, crate::root::CONFIG_CAP).ok().flatten()) {
             files.push((p.to_owned(), d));
         }
     };
