@@ -595,6 +595,19 @@ mod tests {
     use imgcheck_disk::ExternalRef;
     use imgcheck_guest::{FsKind, TableKind};
 
+    /// DigitalOcean's verdict on the good raw image whose guest `f` changed.
+    fn run(f: &dyn Fn(&mut GuestReport)) -> crate::Verdict {
+        let mut g = good_guest();
+        f(&mut g);
+        check(
+            Provider::DigitalOcean,
+            &CheckInput {
+                image: &raw_image(),
+                guest: Some(&g),
+            },
+        )
+    }
+
     fn codes_of(image: &crate::ImageFacts, guest: Option<&GuestReport>) -> Vec<&'static str> {
         let v = check(Provider::DigitalOcean, &CheckInput { image, guest });
         assert_eq!(v.pass, v.count(Severity::Error) == 0);
@@ -987,18 +1000,6 @@ mod tests {
     /// warning; the NoCloud hint fits where the list came from.
     #[test]
     fn cloud_init_disabled_ignored_and_hints() {
-        let run = |f: &dyn Fn(&mut GuestReport)| {
-            let mut g = good_guest();
-            f(&mut g);
-            let img = raw_image();
-            check(
-                Provider::DigitalOcean,
-                &CheckInput {
-                    image: &img,
-                    guest: Some(&g),
-                },
-            )
-        };
         let v = run(&|g| {
             g.guest.cloud_init.disabled_by = vec!["/etc/cloud/cloud-init.disabled exists".into()];
         });
@@ -1100,18 +1101,6 @@ mod tests {
 
     #[test]
     fn sshd_rules() {
-        let run = |f: &dyn Fn(&mut GuestReport)| {
-            let mut g = good_guest();
-            f(&mut g);
-            let img = raw_image();
-            check(
-                Provider::DigitalOcean,
-                &CheckInput {
-                    image: &img,
-                    guest: Some(&g),
-                },
-            )
-        };
         let v = run(&|g| g.guest.sshd.installed = false);
         assert_eq!(v.codes(), [codes::SSHD_MISSING]);
         assert!(!v.pass);
@@ -1133,18 +1122,6 @@ mod tests {
 
     #[test]
     fn boot_rules() {
-        let run = |f: &dyn Fn(&mut GuestReport)| {
-            let mut g = good_guest();
-            f(&mut g);
-            let img = raw_image();
-            check(
-                Provider::DigitalOcean,
-                &CheckInput {
-                    image: &img,
-                    guest: Some(&g),
-                },
-            )
-        };
         let v = run(&|g| {
             g.guest.boot.bios = false;
             g.guest.boot.uefi = true;
