@@ -121,10 +121,13 @@ fn corpus_files_read_like_ds_identify() {
     }
 }
 
+/// Files of one tree: (path under /etc/cloud, contents).
+type Tree<'a> = &'a [(&'a str, Vec<u8>)];
+
 #[test]
 fn trees_read_like_ds_identify() {
     let t = |s: &str| s.as_bytes().to_vec();
-    let cases: &[(&str, &[(&str, Vec<u8>)])] = &[
+    let cases: &[(&str, Tree)] = &[
         (
             "block list in a drop-in hides cloud.cfg's one-line list",
             &[
