@@ -378,6 +378,23 @@ impl ExtFs {
         Some(l)
     }
 
+    /// `path` looked up in its directory's cached listing (listing the
+    /// directory now on its second lookup): `Some(None)` when the listing
+    /// has no such name, `None` when there is no listing to ask.
+    fn lookup(&self, path: &str) -> Option<Option<DirEntry>> {
+        let (dir, name) = path.rsplit_once('/')?;
+        if name.is_empty() || name == "." || name == ".." {
+            return None;
+        }
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let listing = self.listing(dir, false).or_else(|| {
+            self.seen_before(dir)
+                .then(|| self.listing(dir, true))
+                .flatten()
+        })?;
+        Some(listing.by_name.get(name).map(|&i| listing.order[i].clone()))
+    }
+
     /// True when `dir` has been looked in before (the second lookup lists
     /// it: a single lookup stays as cheap as ext4-view makes it).
     fn seen_before(&self, dir: &str) -> bool {
@@ -417,25 +434,12 @@ impl GuestFs for ExtFs {
     }
 
     fn lstat(&self, path: &str) -> Result<Option<Kind>, FsError> {
-        if let Some((dir, name)) = path.rsplit_once('/')
-            && !name.is_empty()
-            && name != "."
-            && name != ".."
-        {
-            let dir = if dir.is_empty() { "/" } else { dir };
-            let cached = self.listing(dir, false);
-            let listing = cached.or_else(|| {
-                self.seen_before(dir)
-                    .then(|| self.listing(dir, true))
-                    .flatten()
-            });
-            if let Some(l) = listing {
-                let Some(&i) = l.by_name.get(name) else {
-                    return Ok(None);
-                };
-                let md = l.order[i].metadata().map_err(|e| view_error(path, &e))?;
-                return Ok(Some(kind_of(&md)));
-            }
+        if let Some(looked) = self.lookup(path) {
+            let Some(e) = looked else {
+                return Ok(None);
+            };
+            let md = e.metadata().map_err(|e| view_error(path, &e))?;
+            return Ok(Some(kind_of(&md)));
         }
         match self.fs.symlink_metadata(path) {
             Ok(md) => Ok(Some(kind_of(&md))),
@@ -475,7 +479,14 @@ impl GuestFs for ExtFs {
     }
 
     fn read(&self, path: &str, max: u64) -> Result<Vec<u8>, FsError> {
-        let mut f = self.fs.open(path).map_err(|e| view_error(path, &e))?;
+        // A regular file in a listed directory opens by its entry; the
+        // rest (symlinks to follow, unlisted directories) by path.
+        let entry = self.lookup(path).flatten();
+        let opened = match entry {
+            Some(e) if e.file_type().is_ok_and(|t| t.is_regular_file()) => e.open(),
+            _ => self.fs.open(path),
+        };
+        let mut f = opened.map_err(|e| view_error(path, &e))?;
         let len = f.metadata().len();
         let want = usize::try_from(len.min(max)).unwrap_or(usize::MAX);
         let mut buf = vec![0u8; want];
