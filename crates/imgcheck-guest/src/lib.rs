@@ -141,7 +141,9 @@ fn inspect_inner(disk: Arc<dyn ByteSource>, trace: bool) -> (GuestReport, Vec<Fi
             })
             .map(|(f, _)| format!("{:?} on {}", f.kind, place(f)))
             .collect();
-        if unread.is_empty() {
+        if r.root_undetermined.is_some() {
+            // The layout's own note says why.
+        } else if unread.is_empty() {
             r.notes
                 .push("no root filesystem found (no readable filesystem holds os-release)".into());
         } else {
@@ -225,7 +227,7 @@ fn find_root(
     // Layouts whose root is assembled by their own boot (Flatcar's USR
     // partition, ostree deployments) come first: their filesystems would
     // otherwise look like a root without its /usr, or like no root at all.
-    let mut notes = Vec::new();
+    let mut log = layout::Log::default();
     let disk = layout::Disk {
         fss: &r.filesystems,
         opened,
@@ -234,8 +236,8 @@ fn find_root(
         partuuids,
         trace,
     };
-    let found = layout::find(&disk, &mut notes);
-    r.notes.extend(notes);
+    let found = layout::find(&disk, &mut log);
+    r.notes.extend(log.notes);
     if let Some(f) = found {
         r.root = Some(f.root);
         r.notes.extend(f.notes);
@@ -265,6 +267,7 @@ fn find_root(
             }
         }
     }
+    r.root_undetermined = log.undetermined;
     None
 }
 

@@ -15,6 +15,10 @@ pub struct GuestReport {
     pub filesystems: Vec<Filesystem>,
     /// Index into `filesystems` of the root filesystem, if one was found.
     pub root: Option<usize>,
+    /// Set when the disk has a layout whose root its own boot assembles
+    /// (ostree deployments, Flatcar's USR partitions) but which tree boots
+    /// could not be told: why. The OS is then unverified, not absent.
+    pub root_undetermined: Option<String>,
     /// Facts read from the root filesystem.
     pub guest: GuestFacts,
     /// Things that went wrong during inspection but did not stop it

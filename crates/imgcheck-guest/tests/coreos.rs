@@ -207,6 +207,15 @@ fn fcos_follows_the_boot_entries() {
         "{notes}"
     );
     assert_eq!(r.root, None, "{notes}");
+    // Not "no OS": the layout is there, which tree boots is not known.
+    assert!(
+        r.root_undetermined
+            .as_deref()
+            .is_some_and(|w| w.contains("2 deployments")),
+        "{:?}",
+        r.root_undetermined
+    );
+    assert!(!notes.contains("no root filesystem found"), "{notes}");
 }
 
 /// Current Flatcar's USR-A is btrfs (zstd), not ext2: the same guest, and

@@ -286,6 +286,11 @@ pub(crate) fn root_unreadable(input: &CheckInput<'_>, guest: &GuestReport) -> Op
     if input.root_fs().is_some() {
         return None;
     }
+    // A recognised layout (ostree, Flatcar) whose booting tree could not
+    // be told: the OS is there but unverified.
+    if let Some(why) = &guest.root_undetermined {
+        return Some(why.clone());
+    }
     // Inspection says so when it opened every filesystem it found (once
     // the XFS, btrfs and LVM readers open those kinds, an empty XFS is
     // "no OS", not "unreadable").

@@ -847,6 +847,34 @@ mod tests {
         assert_eq!(codes_of(&raw_image(), Some(&g)), Vec::<&str>::new());
     }
 
+    /// Two ostree deployments and no boot entry: inspection read every
+    /// filesystem (its note says so) but could not tell which tree boots.
+    /// That is an unverified OS (a warning naming why), not os.not_found.
+    #[test]
+    fn undetermined_root_is_unverified_not_absent() {
+        let mut g = good_guest();
+        g.root = None;
+        g.guest.os.kind = "unknown".into();
+        g.filesystems[1].kind = FsKind::Xfs;
+        let why = "ostree: 2 deployments and no boot entry naming one; cannot tell which boots";
+        g.root_undetermined = Some(why.into());
+        g.notes.push(why.into());
+        let v = run(&|x| *x = g.clone());
+        assert_eq!(
+            v.codes(),
+            [codes::FILESYSTEM_UNCONFIRMED, codes::GUEST_UNVERIFIED]
+        );
+        assert!(v.pass);
+        let m = &v.findings[1].message;
+        assert!(m.contains("2 deployments"), "{m}");
+        assert!(!m.contains("is not read by imgcheck"), "{m}");
+        // Without the field, the same disk is one with no OS.
+        g.root_undetermined = None;
+        g.notes
+            .push("no root filesystem found (no readable filesystem holds os-release)".into());
+        assert_eq!(run(&|x| *x = g.clone()).codes(), [codes::OS_NOT_FOUND]);
+    }
+
     #[test]
     fn os_not_found_and_windows() {
         let mut g = good_guest();

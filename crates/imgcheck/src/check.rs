@@ -50,6 +50,9 @@ pub struct Report {
     pub filesystems: Vec<Filesystem>,
     /// Index into `filesystems` of the root filesystem.
     pub root: Option<usize>,
+    /// Why the booting tree of a recognised layout (ostree, Flatcar) could
+    /// not be told, when it could not.
+    pub root_undetermined: Option<String>,
     /// Facts read from the root filesystem, `null` when the guest could not
     /// be inspected.
     pub guest: Option<GuestFacts>,
@@ -137,21 +140,23 @@ pub(crate) fn check_with(
             guest: guest.as_ref(),
         },
     );
-    let (partitions, filesystems, root, guest, notes) = match guest {
+    let (partitions, filesystems, root, root_undetermined, guest, notes) = match guest {
         Some(g) => (
             Some(g.partitions),
             g.filesystems,
             g.root,
+            g.root_undetermined,
             Some(g.guest),
             g.notes,
         ),
-        None => (None, Vec::new(), None, None, Vec::new()),
+        None => (None, Vec::new(), None, None, None, Vec::new()),
     };
     Ok(Report {
         image,
         partitions,
         filesystems,
         root,
+        root_undetermined,
         guest,
         notes,
         verdicts,

@@ -603,6 +603,7 @@ fn judge_output(
             partitions: p.clone(),
             filesystems: report.filesystems.clone(),
             root: report.root,
+            root_undetermined: report.root_undetermined.clone(),
             guest: g.clone(),
             notes: report.notes.clone(),
         }),

@@ -27,7 +27,7 @@
 
 use std::rc::Rc;
 
-use super::{Disk, Found, Layer, MountPointsFs, OverlayFs, SubtreeFs, cmdline_value};
+use super::{Disk, Found, Layer, Log, MountPointsFs, OverlayFs, SubtreeFs, cmdline_value};
 use crate::fs::{GuestFs, Kind};
 use crate::report::Partition;
 use crate::root::Guest;
@@ -167,7 +167,7 @@ fn etc_overlay(
 }
 
 /// The Flatcar guest tree, when the disk has Flatcar's USR partitions.
-pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
+pub(crate) fn find(d: &Disk<'_>, log: &mut Log) -> Option<Found> {
     let usr: Vec<&Partition> = d.parts.iter().filter(|p| is_usr(p)).take(8).collect();
     if usr.is_empty() {
         return None;
@@ -188,9 +188,11 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
         .and_then(|p| p.name.clone())
         .unwrap_or_else(|| format!("partition {n}"));
     let Some((usr_i, usr_fs)) = d.on_partition(n) else {
-        notes.push(format!(
+        let what = format!(
             "Flatcar layout: /usr would be {label} (partition {n}, {why}), which holds no filesystem imgcheck can read"
-        ));
+        );
+        log.undetermined = Some(what.clone());
+        log.notes.push(what);
         return None;
     };
     let root = d
@@ -232,7 +234,7 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
         g.mount("/oem", fs, d.offset(i));
     }
     if g.stat("/usr/lib/os-release").is_none() {
-        notes.push(format!(
+        log.notes.push(format!(
             "Flatcar layout: {label} (partition {n}) holds no lib/os-release"
         ));
         return None;

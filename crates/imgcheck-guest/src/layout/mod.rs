@@ -71,8 +71,18 @@ pub(crate) struct Found {
 
 /// The guest tree of the first layout that recognises the disk. `notes`
 /// collects why a recognised layout could not be assembled.
-pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
-    flatcar::find(d, notes).or_else(|| ostree::find(d, notes))
+pub(crate) fn find(d: &Disk<'_>, log: &mut Log) -> Option<Found> {
+    flatcar::find(d, log).or_else(|| ostree::find(d, log))
+}
+
+/// What the layouts say besides the root they found.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    /// Notes for the report.
+    pub notes: Vec<String>,
+    /// Why the root could not be told, when a layout was recognised but
+    /// names no single tree (see [`crate::GuestReport::root_undetermined`]).
+    pub undetermined: Option<String>,
 }
 
 /// A directory of another filesystem presented as a whole tree: `/x` here

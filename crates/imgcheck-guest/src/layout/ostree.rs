@@ -25,7 +25,7 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
-use super::{Disk, Found, SubtreeFs, cmdline_value};
+use super::{Disk, Found, Log, SubtreeFs, cmdline_value};
 use crate::fs::{GuestFs, Kind};
 
 use crate::root::Guest;
@@ -191,7 +191,7 @@ fn physical_root(d: &Disk<'_>) -> Option<Roots> {
 }
 
 /// The ostree guest tree, when a filesystem holds `/ostree/deploy`.
-pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
+pub(crate) fn find(d: &Disk<'_>, log: &mut Log) -> Option<Found> {
     let ((phys_i, phys_fs, phys), boot) = physical_root(d)?;
     let entry_list = match &boot {
         Some((i, fs)) => entries(
@@ -208,7 +208,7 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
                 chosen = Some((p, format!("boot entry {} (ostree={arg})", e.file)));
                 break;
             }
-            _ => notes.push(format!(
+            _ => log.notes.push(format!(
                 "ostree: boot entry {} names ostree={arg}, which is not a deployment on this disk",
                 e.file
             )),
@@ -224,14 +224,17 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
                 ))
             }
             [] => {
-                notes.push("ostree: /ostree/deploy holds no deployment".into());
+                log.notes
+                    .push("ostree: /ostree/deploy holds no deployment".into());
                 return None;
             }
             many => {
-                notes.push(format!(
+                let what = format!(
                     "ostree: {} deployments and no boot entry naming one; cannot tell which boots",
                     many.len()
-                ));
+                );
+                log.undetermined = Some(what.clone());
+                log.notes.push(what);
                 return None;
             }
         }
@@ -259,7 +262,8 @@ pub(crate) fn find(d: &Disk<'_>, notes: &mut Vec<String>) -> Option<Found> {
         g.mount("/boot", SubtreeFs::view(phys_fs, "/boot"), d.offset(phys_i));
     }
     if g.stat("/usr/lib/os-release").is_none() && g.stat("/etc/os-release").is_none() {
-        notes.push(format!("ostree: deployment {deploy} holds no os-release"));
+        log.notes
+            .push(format!("ostree: deployment {deploy} holds no os-release"));
         return None;
     }
     Some(Found {
