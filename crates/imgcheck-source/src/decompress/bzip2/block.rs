@@ -635,3 +635,184 @@ pub(super) fn decode_pair(
         (Err(e), Err(f)) => [Err(e), Err(f)],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Differential tests against libbz2 (the `bzip2` crate's encoder makes
+    //! the blocks; the input data is the expected output).
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn bz(data: &[u8], level: u32) -> Vec<u8> {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// The one block of a single-block stream: bit 32 up to the
+    /// end-of-stream magic.
+    fn only_block(f: &[u8]) -> (u64, u64) {
+        let magics = super::super::scan_bytes(f, 0, 0);
+        let eos = magics.iter().rev().find(|m| m.eos).unwrap().bit;
+        assert_eq!(magics.iter().filter(|m| !m.eos).count(), 1, "{magics:?}");
+        (32, eos)
+    }
+
+    fn decode_all(span: &Span) -> Result<(Decoded, Vec<u8>), BlockError> {
+        let mut out = Vec::new();
+        let d = decode(span, &mut Scratch::default(), &mut |c| {
+            out.extend_from_slice(c);
+            Ok(())
+        })?;
+        Ok((d, out))
+    }
+
+    /// Runs of 1..600 copies of bytes: RLE1 at every length, RUNA/RUNB.
+    fn runs() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec((any::<u8>(), 1usize..600), 0..200).prop_map(|v| {
+            v.into_iter()
+                .flat_map(|(b, n)| std::iter::repeat_n(b, n))
+                .collect()
+        })
+    }
+
+    fn data() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 1..20_000),
+            prop::collection::vec(0u8..4, 1..20_000),
+            runs().prop_filter("not empty", |v| !v.is_empty()),
+            any::<u8>().prop_map(|b| vec![b]),
+            Just((0..=255u8).collect::<Vec<u8>>()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn one_block_matches_libbz2(d in data(), level in 1u32..=9) {
+            let f = bz(&d, level);
+            let (start, end) = only_block(&f);
+            #[allow(clippy::cast_possible_truncation)]
+            let span = Span { data: &f, start, end, level: level as u8 };
+            let (dec, out) = decode_all(&span).unwrap();
+            prop_assert!(out == d);
+            prop_assert_eq!(dec.len, d.len() as u64);
+            prop_assert_eq!(dec.crc, CRC.checksum(&d));
+        }
+
+        #[test]
+        fn pair_matches_single(a in data(), b in data(), level in 1u32..=9) {
+            #[allow(clippy::cast_possible_truncation)]
+            let level = level as u8;
+            let (fa, fb) = (bz(&a, level.into()), bz(&b, level.into()));
+            let (sa, ea) = only_block(&fa);
+            let (sb, eb) = only_block(&fb);
+            let x = Span { data: &fa, start: sa, end: ea, level };
+            let y = Span { data: &fb, start: sb, end: eb, level };
+            let (mut oa, mut ob) = (Vec::new(), Vec::new());
+            let mut s: [Scratch; 2] = Default::default();
+            let [ra, rb] = decode_pair(
+                &x,
+                &y,
+                &mut s,
+                &mut |c| { oa.extend_from_slice(c); Ok(()) },
+                &mut |c| { ob.extend_from_slice(c); Ok(()) },
+            );
+            prop_assert_eq!(ra.unwrap().len, a.len() as u64);
+            prop_assert_eq!(rb.unwrap().len, b.len() as u64);
+            prop_assert!(oa == a);
+            prop_assert!(ob == b);
+        }
+
+        /// A flipped bit or a cut never panics; libbz2 and this decoder
+        /// agree on whether the block is good, and on its bytes.
+        #[test]
+        fn damage_is_an_error_like_libbz2(d in data(), level in 1u32..=9, flip in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>()) {
+            let f = bz(&d, level);
+            let (start, end) = only_block(&f);
+            #[allow(clippy::cast_possible_truncation)]
+            let level = level as u8;
+            let mut g = f.clone();
+            let bit = start + flip.index((end - start) as usize) as u64;
+            g[(bit / 8) as usize] ^= 0x80 >> (bit % 8);
+            let ours = decode_all(&Span { data: &g, start, end, level });
+            let mut theirs = Vec::new();
+            let libbz2 = bzip2::read::BzDecoder::new(&g[..]).read_to_end_ok(&mut theirs);
+            match ours {
+                Ok((_, out)) => {
+                    prop_assert!(libbz2, "accepted here, not by libbz2");
+                    prop_assert!(out == theirs);
+                }
+                // Left to libbz2 by the caller.
+                Err(BlockError::Randomised) => {}
+                Err(e) => prop_assert!(!libbz2, "libbz2 accepted a block refused here: {}", e),
+            }
+            // A cut: the bits stop early (zeros after).
+            let n = cut.index(f.len());
+            let cut_end = (n as u64 * 8).max(start);
+            let _ = decode_all(&Span { data: &f[..n], start, end: cut_end.min(end), level });
+            let _ = decode_all(&Span { data: &f[..n], start, end, level });
+        }
+    }
+
+    trait ReadOk {
+        fn read_to_end_ok(self, out: &mut Vec<u8>) -> bool;
+    }
+
+    impl<R: std::io::Read> ReadOk for R {
+        fn read_to_end_ok(mut self, out: &mut Vec<u8>) -> bool {
+            self.read_to_end(out).is_ok()
+        }
+    }
+
+    #[test]
+    fn every_level_multi_block_through_the_source() {
+        // Several blocks per stream at every level, through the index.
+        for level in 1..=9u32 {
+            let mut x = level;
+            let d: Vec<u8> = (0..(level as usize * 100_000 + 50_000))
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    if i % 3000 < 700 { 7 } else { (x % 13) as u8 }
+                })
+                .collect();
+            let f = bz(&d, level);
+            let s = crate::Bzip2Source::open(
+                std::sync::Arc::new(crate::MemSource::new("t.bz2", f)),
+                &super::super::DecompressOptions::default(),
+            )
+            .unwrap();
+            let mut all = vec![0u8; d.len()];
+            crate::ByteSource::read_exact_at(&s, 0, &mut all).unwrap();
+            assert!(all == d, "level {level}");
+        }
+    }
+
+    #[test]
+    fn empty_stream_and_randomised_bit() {
+        let f = bz(b"", 9);
+        let s = crate::Bzip2Source::open(
+            std::sync::Arc::new(crate::MemSource::new("t.bz2", f)),
+            &super::super::DecompressOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(crate::ByteSource::len(&s), 0);
+        // The randomised bit (bit 80 after the magic and CRC) is left to
+        // libbz2.
+        let mut g = bz(b"hello hello", 9);
+        let (start, end) = only_block(&g);
+        let bit = start + 80;
+        g[(bit / 8) as usize] |= 0x80 >> (bit % 8);
+        let r = decode_all(&Span {
+            data: &g,
+            start,
+            end,
+            level: 9,
+        });
+        assert_eq!(r.unwrap_err(), BlockError::Randomised);
+    }
+}
