@@ -190,7 +190,21 @@ fn synthetic_stream(span: &block::Span, crc: u32) -> Vec<u8> {
 
 thread_local! {
     /// Each worker's block-decoder buffers, reused from block to block.
-    static SCRATCH: RefCell<[block::Scratch; 2]> = RefCell::default();
+    static SCRATCH: RefCell<[block::Scratch; block::WAYS]> = RefCell::default();
+}
+
+/// Frees the workers' decoder buffers (7 MB each) once the open pass is
+/// over: later reads decode one block at a time on the reading thread, and
+/// the decoded-piece cache wants the memory.
+fn release_scratch() {
+    rayon::broadcast(|_| {
+        SCRATCH.with(|s| {
+            // Busy: another open pass is decoding on this worker.
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = Default::default();
+            }
+        });
+    });
 }
 
 /// The span of bits `start..end` in `bytes` (which start at byte `first`).
@@ -243,20 +257,22 @@ fn decode_span(
     }
 }
 
-/// Decodes two blocks together (see [`block::decode_pair`]), discarding
-/// the output.
-fn decode_span_pair(a: &block::Span, b: &block::Span) -> [Result<block::Decoded, String>; 2] {
-    let rs = SCRATCH
-        .with(|s| block::decode_pair(a, b, &mut s.borrow_mut(), &mut |_| Ok(()), &mut |_| Ok(())));
-    let mut out = [0, 1].map(|_| Err(String::new()));
-    for (i, r) in rs.into_iter().enumerate() {
-        let span = if i == 0 { a } else { b };
-        out[i] = match r {
+/// Decodes up to [`block::WAYS`] blocks together (see
+/// [`block::decode_many`]), discarding the output.
+fn decode_spans(spans: &[block::Span]) -> Vec<Result<block::Decoded, String>> {
+    let n = spans.len().min(block::WAYS);
+    let rs = SCRATCH.with(|s| {
+        let mut none: Vec<_> = (0..n).map(|_| |_: &[u8]| Ok(())).collect();
+        let mut sinks: Vec<block::Sink> = none.iter_mut().map(|f| f as block::Sink).collect();
+        block::decode_many(&spans[..n], &mut s.borrow_mut()[..], &mut sinks)
+    });
+    rs.into_iter()
+        .zip(spans)
+        .map(|(r, span)| match r {
             Err(block::BlockError::Randomised) => decode_span(span, &mut |_| Ok(())),
             r => r.map_err(|e| e.to_string()),
-        };
-    }
-    out
+        })
+        .collect()
 }
 
 /// Decodes a synthetic stream; `sink` gets the output in pieces. Returns the
@@ -394,19 +410,34 @@ fn decode_piece(held: &Held, p: &Piece) -> Result<block::Decoded, String> {
     )
 }
 
-/// Decodes pieces `p` and `q` together, discarding the output.
-fn decode_piece_pair(held: &Held, p: &Piece, q: &Piece) -> [Result<block::Decoded, String>; 2] {
-    match (
-        held_bytes(held, p.start, p.end),
-        held_bytes(held, q.start, q.end),
-    ) {
-        (Ok((x, fx)), Ok((y, fy))) => decode_span_pair(
-            &span_of(&x, fx, p.start, p.end, p.level),
-            &span_of(&y, fy, q.start, q.end, q.level),
-        ),
-        (Err(e), _) => [Err(e), decode_piece(held, q)],
-        (_, Err(e)) => [decode_piece(held, p), Err(e)],
+/// Decodes the pieces `ps` together, discarding the output.
+fn decode_pieces(held: &Held, ps: &[&Piece]) -> Vec<Result<block::Decoded, String>> {
+    let bytes: Vec<_> = ps
+        .iter()
+        .map(|p| held_bytes(held, p.start, p.end))
+        .collect();
+    let mut spans = Vec::new();
+    let mut at = Vec::new();
+    for (k, (b, p)) in bytes.iter().zip(ps).enumerate() {
+        if let Ok((x, first)) = b {
+            spans.push(span_of(x, *first, p.start, p.end, p.level));
+            at.push(k);
+        }
     }
+    let mut decoded = decode_spans(&spans).into_iter();
+    let mut out: Vec<Result<block::Decoded, String>> = bytes
+        .iter()
+        .map(|b| match b {
+            Err(e) => Err(e.clone()),
+            Ok(_) => Err(String::new()),
+        })
+        .collect();
+    for k in at {
+        if let Some(r) = decoded.next() {
+            out[k] = r;
+        }
+    }
+    out
 }
 
 /// Calls the progress callback with the state after `blocks`.
@@ -423,7 +454,7 @@ fn report_blocks(opts: &DecompressOptions, total: u64, blocks: &[Block], work: W
 }
 
 /// Decodes one batch of pieces: repeats of known blocks (and of each other)
-/// are answered from `memo`; the rest decode in parallel, two by two.
+/// are answered from `memo`; the rest decode in parallel, [`block::WAYS`] at a time per worker.
 fn decode_batch(
     held: &Held,
     batch: &[Piece],
@@ -450,14 +481,10 @@ fn decode_batch(
         }
     }
     let decoded: Vec<(usize, Result<block::Decoded, String>)> = todo
-        .par_chunks(2)
+        .par_chunks(block::WAYS)
         .flat_map_iter(|c| {
-            let rs: Vec<_> = match *c {
-                [a, b] => decode_piece_pair(held, &batch[a], &batch[b]).into(),
-                [a] => vec![decode_piece(held, &batch[a])],
-                _ => Vec::new(),
-            };
-            c.iter().copied().zip(rs)
+            let ps: Vec<&Piece> = c.iter().map(|&k| &batch[k]).collect();
+            c.iter().copied().zip(decode_pieces(held, &ps))
         })
         .collect();
     let mut fresh: HashMap<usize, Result<Known, String>> = HashMap::new();
@@ -990,7 +1017,9 @@ impl Bzip2Source {
         let name = src.name().to_owned();
         let total = src.len();
         let max_entries = (opts.index_budget / ENTRY_BYTES).max(1024);
-        let (Built { blocks, work, .. }, eos) = open_pass(src, opts, max_entries)?;
+        let pass = open_pass(src, opts, max_entries);
+        release_scratch();
+        let (Built { blocks, work, .. }, eos) = pass?;
         if eos.is_empty() {
             return Err(corrupt(&name, "bzip2 stream 0 header", 0, "empty file"));
         }
