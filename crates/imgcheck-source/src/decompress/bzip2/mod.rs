@@ -626,6 +626,21 @@ impl ByteSource for Held<'_> {
     }
 }
 
+/// The values the byte before the last one of a 48-bit window ending at a
+/// byte boundary can have when the window holds a magic at any of the 8
+/// alignments (that byte lies wholly inside the magic at every alignment):
+/// 16 of 256, so the scan tests the alignments at one byte in 16.
+const SCAN_CANDIDATES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut s = 0;
+    while s < 8 {
+        t[((BLOCK_MAGIC << s >> 8) & 0xff) as usize] = true;
+        t[((EOS_MAGIC << s >> 8) & 0xff) as usize] = true;
+        s += 1;
+    }
+    t
+};
+
 /// Finds the magics that start at bit `from_bit` or later and lie wholly
 /// inside `data` (which starts at byte offset `base`).
 fn scan_bytes(data: &[u8], base: u64, from_bit: u64) -> Vec<Magic> {
@@ -633,7 +648,7 @@ fn scan_bytes(data: &[u8], base: u64, from_bit: u64) -> Vec<Magic> {
     let mut w: u64 = 0;
     for (i, &b) in data.iter().enumerate() {
         w = (w << 8) | u64::from(b);
-        if i < 5 {
+        if i < 5 || !SCAN_CANDIDATES[((w >> 8) & 0xff) as usize] {
             continue;
         }
         // Test the 8 bit alignments of a 48-bit window ending here.
