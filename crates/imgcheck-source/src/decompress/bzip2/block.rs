@@ -589,7 +589,8 @@ struct Chain<'a, 's> {
 
 /// `step` steps of `N` chains, interleaved: the loads of one round are
 /// independent, so the CPU has all `N` cache misses in flight.
-#[allow(clippy::cast_possible_truncation)] // the low byte
+// `i` indexes all N outputs; the low byte is the BWT byte.
+#[allow(clippy::cast_possible_truncation, clippy::needless_range_loop)]
 fn walk<const N: usize>(chains: &mut [Chain; N], step: usize) {
     let tts: [&[u32]; N] = std::array::from_fn(|k| chains[k].tt);
     let mut ps: [usize; N] = std::array::from_fn(|k| chains[k].p);
@@ -802,6 +803,7 @@ mod tests {
             #[allow(clippy::cast_possible_truncation)]
             let level = level as u8;
             let mut g = f.clone();
+            #[allow(clippy::cast_possible_truncation)]
             let bit = start + flip.index((end - start) as usize) as u64;
             g[(bit / 8) as usize] ^= 0x80 >> (bit % 8);
             let ours = decode_all(&Span { data: &g, start, end, level });

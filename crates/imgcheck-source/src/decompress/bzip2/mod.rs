@@ -137,6 +137,7 @@ impl BitWriter {
 
 /// The bytes holding bits `start..end` of `src`, plus up to 8 bytes after
 /// them (the block decoder peeks ahead), and the byte offset of the first.
+#[allow(clippy::cast_possible_truncation)] // spans ≤ MAX_BLOCK_BYTES + 8
 fn block_bytes(src: &dyn ByteSource, start: u64, end: u64) -> Result<(Vec<u8>, u64), SourceError> {
     let first = start / 8;
     let last = end.div_ceil(8);
@@ -157,6 +158,7 @@ fn block_bytes(src: &dyn ByteSource, start: u64, end: u64) -> Result<(Vec<u8>, u
 
 /// Builds a one-block bzip2 stream (level `level`) from the block bits of
 /// `span`: the memo's key, and what libbz2 decodes for randomised blocks.
+#[allow(clippy::cast_possible_truncation)] // spans ≤ MAX_BLOCK_BYTES + 8
 fn synthetic_stream(span: &block::Span, crc: u32) -> Vec<u8> {
     let k = (span.start % 8) as u32;
     let nbits = span.end - span.start;
@@ -377,6 +379,7 @@ struct Work {
 
 /// The bits of `start..end` from the held bytes (or, if they are not
 /// held, read from the file).
+#[allow(clippy::cast_possible_truncation)] // spans ≤ MAX_BLOCK_BYTES + 8
 fn held_bytes<'a>(held: &'a Held, start: u64, end: u64) -> Result<(Cow<'a, [u8]>, u64), String> {
     let first = start / 8;
     let last = end.div_ceil(8);
