@@ -8,12 +8,15 @@
 //! 1. scans the whole compressed file for both magics, in parallel chunks;
 //! 2. walks the stream structure (`BZh1..9` headers, blocks, end-of-stream,
 //!    byte padding, next stream);
-//! 3. decodes every block on its own, in parallel with rayon, by handing
-//!    libbz2 (`bzip2` crate, pure-Rust libbz2-rs backend) a synthetic stream:
-//!    `BZh9`, the block's bits re-aligned to a byte, an end-of-stream magic
-//!    and a stream CRC equal to the block's CRC. libbz2 then verifies the block
-//!    CRC for us; the stream CRCs are combined from the block CRCs and
-//!    compared with each end-of-stream record.
+//! 3. decodes every block straight from its bit range in the held bytes,
+//!    in parallel with rayon, [`block::WAYS`] blocks per task with their
+//!    inverse-BWT walks interleaved (`block.rs`, hand-written: see there);
+//!    the block decoder verifies each block CRC, and the stream CRCs are
+//!    combined from the block CRCs and compared with each end-of-stream
+//!    record. Randomised blocks (bzip2 before 0.9.5) go to libbz2 (`bzip2`
+//!    crate, pure-Rust libbz2-rs backend) as a synthetic one-block stream:
+//!    `BZh`, the block's bits re-aligned to a byte, an end-of-stream magic
+//!    and a stream CRC equal to the block's CRC.
 //!
 //! A magic can also occur by chance inside compressed data (2^-48 per bit).
 //! Such a false split makes the block before it fail to decode; the block is
@@ -26,8 +29,8 @@
 //! # Why hand-written
 //! `parallel_bzip2_decoder` needs C libbzip2 (via `bzip2 0.4`), memory-maps
 //! the file and has no index or random access; `lbzip2` (the crate) is an
-//! unreviewed machine translation. The scanner and splicer here are ~400
-//! lines on top of the `bzip2` crate the workspace already uses.
+//! unreviewed machine translation. No crate decodes one block from a bit
+//! offset (see `block.rs` for the decoder itself).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
