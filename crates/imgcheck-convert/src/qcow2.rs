@@ -45,7 +45,7 @@ use imgcheck_disk::VirtualDisk;
 
 use crate::compress::{StreamGz, fixed_size_member};
 use crate::pipeline::{build_pool, run_ordered};
-use crate::raw::{PIECE, is_zero};
+use crate::raw::{is_zero, write_at};
 use crate::{ConvertError, ConvertStats, Options, Progress};
 
 mod parallel;
@@ -148,7 +148,7 @@ fn header(size: u64, l1_size: u64, tail: &Tail) -> Vec<u8> {
 /// Where the body (everything after cluster 0) goes.
 enum Sink<'a> {
     /// Plain file: positional writes straight from the read buffers (no
-    /// copy into a stream buffer), at most [`PIECE`] each (see there).
+    /// copy into a stream buffer), at most `raw::WRITE_MAX` each (see there).
     File(&'a File),
     /// gzip member starting at [`GZ_HEADER_MEMBER`].
     Gzip(StreamGz<'a, BufWriter<&'a File>>),
@@ -175,14 +175,7 @@ impl Body<'_> {
             source,
         };
         match &mut self.w {
-            Sink::File(f) => {
-                let mut at = at;
-                for piece in bytes.chunks(PIECE) {
-                    f.write_all_at(piece, at).map_err(werr)?;
-                    at += piece.len() as u64;
-                }
-                Ok(())
-            }
+            Sink::File(f) => write_at(f, bytes, at).map_err(werr),
             Sink::Gzip(g) => g.write(bytes).map_err(|e| match e {
                 ConvertError::Write { source, .. } => werr(source),
                 other => other,

@@ -9,7 +9,7 @@
 //!   out at once, while the bytes are still in the CPU cache (handing
 //!   multi-MiB buffers to a writer thread cost about 40% more kernel time
 //!   in the write copy and kept tens of MiB resident).
-//! * Writes are at most [`PIECE`] long: see there.
+//! * Writes are at most [`WRITE_MAX`] long: see there.
 //! * Workers take chunks from a shared counter and report progress
 //!   themselves: raw output has no order to keep, so there is no ordered
 //!   pipeline, no channel and no thread handoff per chunk.
@@ -27,15 +27,22 @@ use crate::{ConvertError, ConvertStats, Progress};
 /// Work unit handed to a worker: it maps the chunk (one walk of the
 /// allocation map) and copies its data runs piece by piece.
 const CHUNK: u64 = 2 << 20;
-/// Read and write unit, and the largest write. The page cache sizes the
-/// folios of a buffered write after the write, so 1-2 MiB writes fill 1-2
-/// MiB folios; on the 2-core virtual machine of the benchmarks (free memory
-/// is handed back to the host and faulted in again on first touch) filling
-/// those cost 2-3× the kernel time of 256 KiB writes for the same bytes
-/// (`perf`: `copy_folio_from_iter_atomic`), 512 KiB was already slower,
-/// 64-256 KiB were equal. 256 KiB also stays in a core's L2 cache between
-/// the read copy and the write copy. Syscalls at this size are noise.
-pub(crate) const PIECE: usize = 256 << 10;
+/// Read unit: one piece stays in a core's L2 cache between the read copy
+/// and the write copy.
+const PIECE: usize = 256 << 10;
+/// The largest write. The page cache sizes the folio of a buffered write
+/// after the write (`fgf_set_order`): a 1 MiB write fills a 1 MiB folio.
+/// Large folios come from the buddy allocator's large free blocks, which on
+/// the benchmark's virtual machine are often cold (memory left free for a
+/// few seconds is slow to touch again: the same copy started 8 s after
+/// freeing its pages took 3× the kernel time of one started at once, a
+/// host reclaiming idle guest memory would explain it). Copying cloud.qcow2 (705 MiB) with pread + pwrite, median of 9:
+/// 1 MiB writes 0.64 s of kernel time, 512 KiB 0.36 s, 256 KiB 0.24 s (the
+/// difference is all in `copy_folio_from_iter_atomic`). Smaller writes
+/// were not better overall: 32 KiB helped the bare copy after idle pauses
+/// but cost this writer 25% more kernel time (8× the syscalls, each taking
+/// the inode lock and the dirty-page accounting).
+pub(crate) const WRITE_MAX: usize = 256 << 10;
 /// Zero detection granularity inside data runs: qemu-img's default
 /// (`-S 4k`), so the output is as sparse as qemu-img's.
 const ZERO_BLOCK: usize = 4 << 10;
@@ -168,16 +175,26 @@ impl Shared<'_> {
         }
         let _turn = self.write_turn.lock().unwrap_or_else(|p| p.into_inner());
         for (a, b) in spans {
-            self.out
-                .write_all_at(&data[a..b], at + a as u64)
-                .map_err(|source| ConvertError::Write {
+            write_at(self.out, &data[a..b], at + a as u64).map_err(|source| {
+                ConvertError::Write {
                     path: self.path.to_path_buf(),
                     source,
-                })?;
+                }
+            })?;
             self.written.fetch_add((b - a) as u64, Ordering::Relaxed);
         }
         Ok(())
     }
+}
+
+/// `bytes` at `at`, in writes of at most [`WRITE_MAX`] (see there).
+pub(crate) fn write_at(out: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    let mut at = at;
+    for piece in bytes.chunks(WRITE_MAX) {
+        out.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
 }
 
 /// The maximal runs `a..b` of `data` made of blocks of [`ZERO_BLOCK`]

@@ -19,15 +19,13 @@
 //! a user-space copy of every data byte, and all writes on one thread while
 //! the workers only read.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::{Body, CLUSTER, CLUSTER_LEN, COPIED, L2_ENTRIES, Sink, Tables, Target, fill_job};
 use crate::ConvertError;
-use crate::raw::PIECE;
+use crate::raw::write_at;
 
 /// Clusters per job: 1 MiB, about a core's L2 cache, so the write copy
 /// reads what the read copy just wrote. Divides [`L2_ENTRIES`], so a job
@@ -277,14 +275,4 @@ impl<'a> Shared<'_, 'a> {
         }
         Ok(())
     }
-}
-
-/// `bytes` at `at`, in writes of at most [`PIECE`] (see there).
-fn write_at(out: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
-    let mut at = at;
-    for piece in bytes.chunks(PIECE) {
-        out.write_all_at(piece, at)?;
-        at += piece.len() as u64;
-    }
-    Ok(())
 }
