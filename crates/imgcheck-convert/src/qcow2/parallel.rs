@@ -67,6 +67,7 @@ pub(super) fn write_body<'a>(
         taken: 0,
         turn: 0,
         passed: vec![false; WINDOW],
+        sleeping: 0,
     };
     let shared = Shared {
         t,
@@ -110,6 +111,9 @@ struct Placement<'a> {
     turn: u64,
     /// Jobs after `turn` that finished without data, by index mod WINDOW.
     passed: Vec<bool>,
+    /// Workers sleeping on [`Shared::moved`]: a notify is a syscall even
+    /// with nobody to wake, and most turns move with nobody waiting.
+    sleeping: u32,
 }
 
 impl Placement<'_> {
@@ -167,6 +171,22 @@ impl<'a> Shared<'_, 'a> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sleeps until the turn moves (or the run fails).
+    fn wait<'g>(&self, mut st: MutexGuard<'g, Placement<'a>>) -> MutexGuard<'g, Placement<'a>> {
+        st.sleeping += 1;
+        let mut st = self.moved.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.sleeping -= 1;
+        st
+    }
+
+    /// Moves the turn past job `turn` and wakes whoever waits for it.
+    fn advance(&self, st: &mut Placement<'_>) {
+        st.advance();
+        if st.sleeping > 0 {
+            self.moved.notify_all();
+        }
+    }
+
     /// Keeps the first error, stops the others and wakes the waiting.
     fn fail(&self, e: ConvertError) {
         self.stop.store(true, Ordering::Relaxed);
@@ -192,7 +212,7 @@ impl<'a> Shared<'_, 'a> {
                 st.taken += 1;
                 return Some(st.taken - 1);
             }
-            st = self.moved.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.wait(st);
         }
     }
 
@@ -230,8 +250,7 @@ impl<'a> Shared<'_, 'a> {
         if count == 0 {
             // Nothing to place: pass without waiting.
             if st.turn == j {
-                st.advance();
-                self.moved.notify_all();
+                self.advance(&mut st);
             } else {
                 st.passed[slot(j)] = true;
             }
@@ -241,12 +260,11 @@ impl<'a> Shared<'_, 'a> {
             if self.stop.load(Ordering::Relaxed) {
                 return Err(ConvertError::Internal("cancelled".into()));
             }
-            st = self.moved.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.wait(st);
         }
         let at = st.place(j, data, count)?;
-        st.advance();
+        self.advance(&mut st);
         drop(st);
-        self.moved.notify_all();
         self.write_runs(buf, data, at)?;
         Ok(len as u64)
     }
