@@ -10,6 +10,7 @@
 //!   multi-MiB buffers to a writer thread cost about 40% more kernel time
 //!   in the write copy and kept tens of MiB resident).
 //! * Writes are at most [`WRITE_MAX`] long: see there.
+//! * Each span is allocated ([`preallocate`]) right before it is written.
 //! * Workers take chunks from a shared counter and report progress
 //!   themselves: raw output has no order to keep, so there is no ordered
 //!   pipeline, no channel and no thread handoff per chunk.
@@ -175,6 +176,7 @@ impl Shared<'_> {
         }
         let _turn = self.write_turn.lock().unwrap_or_else(|p| p.into_inner());
         for (a, b) in spans {
+            preallocate(self.out, at + a as u64, (b - a) as u64);
             write_at(self.out, &data[a..b], at + a as u64).map_err(|source| {
                 ConvertError::Write {
                     path: self.path.to_path_buf(),
@@ -195,6 +197,18 @@ pub(crate) fn write_at(out: &File, bytes: &[u8], at: u64) -> std::io::Result<()>
         at += piece.len() as u64;
     }
     Ok(())
+}
+
+/// Allocates `len` bytes of `out` at `at` for the write that follows, as
+/// `qemu-img convert -O qcow2` does before its data writes. A buffered
+/// write into allocated (unwritten) blocks skips ext4's delayed-allocation
+/// bookkeeping per block (reservation, quota, extent-status tree): copying
+/// cloud.qcow2 with pread + pwrite took 0.22 s of kernel time instead of
+/// 0.27 s (median of 7). The blocks are those the write would allocate
+/// anyway, so holes stay holes. Only a hint: a filesystem without
+/// fallocate writes as before, and a real lack of space fails the write.
+pub(crate) fn preallocate(out: &File, at: u64, len: u64) {
+    let _ = rustix::fs::fallocate(out, rustix::fs::FallocateFlags::empty(), at, len);
 }
 
 /// The maximal runs `a..b` of `data` made of blocks of [`ZERO_BLOCK`]

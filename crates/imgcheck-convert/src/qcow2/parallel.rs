@@ -25,7 +25,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::{Body, CLUSTER, CLUSTER_LEN, COPIED, L2_ENTRIES, Sink, Tables, Target, fill_job};
 use crate::ConvertError;
-use crate::raw::write_at;
+use crate::raw::{preallocate, write_at};
 
 /// Clusters per job: 1 MiB, about a core's L2 cache, so the write copy
 /// reads what the read copy just wrote. Divides [`L2_ENTRIES`], so a job
@@ -274,6 +274,8 @@ impl<'a> Shared<'_, 'a> {
     fn write_runs(&self, buf: &[u8], data: &[bool], at: u64) -> Result<(), ConvertError> {
         const C: usize = CLUSTER_LEN;
         let _turn = self.write_turn.lock().unwrap_or_else(|p| p.into_inner());
+        let count = data.iter().filter(|d| **d).count();
+        preallocate(self.t.out, at, (count * C) as u64);
         let mut host = at;
         let mut k = 0;
         while k < data.len() {
