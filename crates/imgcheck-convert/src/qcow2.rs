@@ -28,7 +28,11 @@
 //! left out too (their L2 entry stays 0: unallocated, reads as zeros, since
 //! the image has no backing file).
 //!
-//! For `.qcow2.gz` ([`write_qcow2_gz`]) the same stream goes through the
+//! A plain file is written by the workers themselves (`parallel`): each
+//! reads a job, checks it and writes its data clusters at host offsets
+//! handed out strictly in guest order, so the file is byte for byte the one
+//! the sequential pass above describes. For `.qcow2.gz`
+//! ([`write_qcow2_gz`]) the same bytes stream, in order, through the
 //! parallel gzip compressor, and the header goes into a fixed-size first
 //! gzip member written last (see there).
 //!
