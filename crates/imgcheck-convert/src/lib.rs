@@ -7,15 +7,19 @@
 //!
 //! | output | module | how |
 //! |---|---|---|
-//! | raw | `raw` | parallel positional writes, holes for zeros |
-//! | qcow2 | `qcow2` | one sequential pass: data, L2 tables, L1, refcounts, header last |
+//! | raw | `raw` | workers read and write their own chunks (positional writes), holes for zeros |
+//! | qcow2 | `qcow2` | layout of one sequential pass (data, L2 tables, L1, refcounts, header last); workers write their own clusters, placed in guest order by turns |
 //! | raw + gzip | `compress` | pigz method: independent deflate blocks primed with the previous 32 KiB |
 //! | raw + bzip2 | `compress` | pbzip2 method: independent 900 kB bzip2 streams |
 //! | qcow2 + gzip | `qcow2`, `compress` | qcow2 stream through the same parallel deflate; header in a fixed-size first member |
 //!
-//! All of them run the expensive part (reads, zero checks, compression) on a
-//! worker pool through one ordered pipeline (`pipeline`) with a bounded
-//! number of jobs in flight, and write sequentially in order.
+//! The compressed outputs run the expensive part (reads, zero checks,
+//! compression) on a worker pool through one ordered pipeline (`pipeline`)
+//! with a bounded number of jobs in flight, and write sequentially in
+//! order. Uncompressed outputs have nothing to keep in order but the qcow2
+//! placement, so their workers read, check and write a chunk each, with the
+//! bytes still in the CPU cache, in writes of at most 256 KiB
+//! (`raw::WRITE_MAX` says why).
 //!
 //! Outputs are written to a temporary name in the target directory and
 //! renamed into place only when complete ([`output::AtomicOutput`]), so an

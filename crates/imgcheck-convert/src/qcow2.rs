@@ -28,7 +28,11 @@
 //! left out too (their L2 entry stays 0: unallocated, reads as zeros, since
 //! the image has no backing file).
 //!
-//! For `.qcow2.gz` ([`write_qcow2_gz`]) the same stream goes through the
+//! A plain file is written by the workers themselves (`parallel`): each
+//! reads a job, checks it and writes its data clusters at host offsets
+//! handed out strictly in guest order, so the file is byte for byte the one
+//! the sequential pass above describes. For `.qcow2.gz`
+//! ([`write_qcow2_gz`]) the same bytes stream, in order, through the
 //! parallel gzip compressor, and the header goes into a fixed-size first
 //! gzip member written last (see there).
 //!
@@ -39,18 +43,23 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use imgcheck_disk::VirtualDisk;
 
 use crate::compress::{StreamGz, fixed_size_member};
 use crate::pipeline::{build_pool, run_ordered};
-use crate::raw::is_zero;
+use crate::raw::{is_zero, write_at};
 use crate::{ConvertError, ConvertStats, Options, Progress};
+
+mod parallel;
 
 /// log2 of the cluster size.
 const CLUSTER_BITS: u32 = 16;
 /// Cluster size in bytes (64 KiB, QEMU's default).
 pub const CLUSTER: u64 = 1 << CLUSTER_BITS;
+/// [`CLUSTER`] as a buffer length.
+const CLUSTER_LEN: usize = 1 << CLUSTER_BITS;
 /// Entries per L2 table (one cluster of u64).
 const L2_ENTRIES: u64 = CLUSTER / 8;
 /// Refcounts per refcount block (16-bit entries).
@@ -142,8 +151,9 @@ fn header(size: u64, l1_size: u64, tail: &Tail) -> Vec<u8> {
 
 /// Where the body (everything after cluster 0) goes.
 enum Sink<'a> {
-    /// Plain file, from offset [`CLUSTER`].
-    File(BufWriter<&'a File>),
+    /// Plain file: positional writes straight from the read buffers (no
+    /// copy into a stream buffer), at most `raw::WRITE_MAX` each (see there).
+    File(&'a File),
     /// gzip member starting at [`GZ_HEADER_MEMBER`].
     Gzip(StreamGz<'a, BufWriter<&'a File>>),
 }
@@ -162,17 +172,16 @@ struct Body<'a> {
 }
 
 impl Body<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), ConvertError> {
+    /// Writes `bytes` at host offset `at`, which is where the stream is.
+    fn put(&mut self, bytes: &[u8], at: u64) -> Result<(), ConvertError> {
+        let werr = |source| ConvertError::Write {
+            path: self.path.to_path_buf(),
+            source,
+        };
         match &mut self.w {
-            Sink::File(w) => w.write_all(bytes).map_err(|e| ConvertError::Write {
-                path: self.path.to_path_buf(),
-                source: e,
-            }),
+            Sink::File(f) => write_at(f, bytes, at).map_err(werr),
             Sink::Gzip(g) => g.write(bytes).map_err(|e| match e {
-                ConvertError::Write { source, .. } => ConvertError::Write {
-                    path: self.path.to_path_buf(),
-                    source,
-                },
+                ConvertError::Write { source, .. } => werr(source),
                 other => other,
             }),
         }
@@ -181,12 +190,12 @@ impl Body<'_> {
     /// Appends whole clusters; returns the host offset of the first.
     fn append(&mut self, bytes: &[u8]) -> Result<u64, ConvertError> {
         let at = self.next * CLUSTER;
-        self.put(bytes)?;
+        self.put(bytes, at)?;
         let len = bytes.len() as u64;
         let pad = len.next_multiple_of(CLUSTER) - len;
         if pad > 0 {
             // Only the last guest cluster of an odd-sized disk is short.
-            self.put(&vec![0u8; pad as usize])?;
+            self.put(&vec![0u8; pad as usize], at + len)?;
         }
         self.next += len.div_ceil(CLUSTER);
         Ok(at)
@@ -224,6 +233,17 @@ pub fn write_qcow2_gz(
     write(disk, out, path, options, progress, true)
 }
 
+/// What the body writers work on.
+struct Target<'a> {
+    disk: &'a VirtualDisk,
+    out: &'a File,
+    /// For error messages.
+    path: &'a Path,
+    progress: Progress<'a>,
+    /// The virtual size rounded up to 512 bytes.
+    size: u64,
+}
+
 fn write(
     disk: &VirtualDisk,
     out: &File,
@@ -232,8 +252,7 @@ fn write(
     progress: Progress<'_>,
     gzip: bool,
 ) -> Result<ConvertStats, ConvertError> {
-    let guest_size = disk.virtual_size();
-    let size = guest_size.next_multiple_of(512);
+    let size = disk.virtual_size().next_multiple_of(512);
     let clusters = size.div_ceil(CLUSTER);
     let l1_size = clusters.div_ceil(L2_ENTRIES);
     if u32::try_from(l1_size).is_err() {
@@ -241,100 +260,228 @@ fn write(
             "virtual size {size} is too large for a qcow2 L1 table"
         )));
     }
-    let pool = build_pool(options.threads)?;
     let werr = |source| ConvertError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = BufWriter::with_capacity(1 << 20, out);
-    // Leave room for the header, written last.
-    let body_start = if gzip {
-        GZ_HEADER_MEMBER as u64
-    } else {
-        CLUSTER
-    };
-    file.seek(SeekFrom::Start(body_start)).map_err(werr)?;
-    let mut body = Body {
-        w: if gzip {
-            Sink::Gzip(StreamGz::new(file, &pool, options.level)?)
-        } else {
-            Sink::File(file)
-        },
-        next: 1,
+    let t = Target {
+        disk,
+        out,
         path,
+        progress,
+        size,
     };
+    let tables = Tables {
+        l1: vec![0u64; l1_size as usize],
+        l2: vec![0u64; L2_ENTRIES as usize],
+        region: 0,
+        used: false,
+    };
+    // The gzip stream is one ordered pipeline; a plain file is written by
+    // the workers themselves (`parallel`).
+    let pool = if gzip {
+        Some(build_pool(options.threads)?)
+    } else {
+        None
+    };
+    let (mut body, mut tables, bytes_read) = match &pool {
+        Some(pool) => body_streamed(&t, pool, options.level, tables)?,
+        None => parallel::write_body(&t, options.threads, tables)?,
+    };
+    tables.flush_l2(&mut body)?;
+    let tail = put_tail(&mut body, &tables.l1)?;
 
-    let mut l1 = vec![0u64; l1_size as usize];
-    let mut l2 = vec![0u64; L2_ENTRIES as usize];
-    let mut l2_region = 0u64;
-    let mut l2_used = false;
-    let mut stats = ConvertStats {
+    let h = header(size, l1_size, &tail);
+    let end = match body.w {
+        Sink::File(_) => {
+            out.write_all_at(&h, 0).map_err(werr)?;
+            let end = body.next * CLUSTER;
+            out.set_len(end).map_err(werr)?;
+            end
+        }
+        Sink::Gzip(g) => {
+            let (mut w, n) = g.finish().map_err(|e| match e {
+                ConvertError::Write { source, .. } => werr(source),
+                other => other,
+            })?;
+            w.flush().map_err(werr)?;
+            drop(w);
+            let member = fixed_size_member(&h, options.level, GZ_HEADER_MEMBER)?;
+            out.write_all_at(&member, 0).map_err(werr)?;
+            GZ_HEADER_MEMBER as u64 + n
+        }
+    };
+    Ok(ConvertStats {
         virtual_size: size,
-        ..Default::default()
-    };
+        bytes_read,
+        bytes_written: end,
+    })
+}
 
-    let jobs = clusters.div_ceil(JOB_CLUSTERS);
+/// The body of a `.qcow2.gz`: chunks read and checked on `pool`, appended
+/// in order to the parallel gzip stream, which starts after the room kept
+/// for the header member. Returns the body (to append the tail to), the
+/// tables and the bytes read.
+fn body_streamed<'a>(
+    t: &Target<'a>,
+    pool: &'a rayon::ThreadPool,
+    level: Option<u32>,
+    mut tables: Tables,
+) -> Result<(Body<'a>, Tables, u64), ConvertError> {
+    let mut file = BufWriter::with_capacity(1 << 20, t.out);
+    file.seek(SeekFrom::Start(GZ_HEADER_MEMBER as u64))
+        .map_err(|source| ConvertError::Write {
+            path: t.path.to_path_buf(),
+            source,
+        })?;
+    let mut body = Body {
+        w: Sink::Gzip(StreamGz::new(file, pool, level)?),
+        next: 1,
+        path: t.path,
+    };
+    // Chunk buffers go back here once written: a few, reused, instead of a
+    // fresh zeroed allocation per chunk.
+    let spare: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let jobs = t.size.div_ceil(CLUSTER).div_ceil(JOB_CLUSTERS);
     let window = pool.current_num_threads() * 4;
-    let read_job = |j: u64| -> Result<Chunk, ConvertError> {
-        let start = j * JOB_CLUSTERS * CLUSTER;
-        let len = (JOB_CLUSTERS * CLUSTER).min(size - start);
-        let n = len.div_ceil(CLUSTER) as usize;
-        // Bytes past the guest size (512 rounding) read as zeros.
-        let guest_len = len.min(guest_size.saturating_sub(start));
-        let mut all_zero = true;
-        for ext in disk.extents(start, guest_len) {
-            if !ext?.kind.reads_zero() {
-                all_zero = false;
-                break;
-            }
-        }
-        if all_zero {
-            return Ok(Chunk {
-                buf: None,
-                data: vec![false; n],
-                read: 0,
-                len,
-            });
-        }
-        let mut buf = vec![0u8; len as usize];
-        disk.read_at(start, &mut buf[..guest_len as usize])?;
-        let data = buf.chunks(CLUSTER as usize).map(|c| !is_zero(c)).collect();
-        Ok(Chunk {
-            buf: Some(buf),
-            data,
-            read: guest_len,
-            len,
-        })
-    };
-
+    let read_job = |j: u64| read_chunk(t.disk, &spare, j, t.size);
     let mut guest_cluster = 0u64;
-    run_ordered(&pool, jobs, window, read_job, |chunk: Chunk| {
-        for (k, has_data) in chunk.data.iter().enumerate() {
-            let region = guest_cluster / L2_ENTRIES;
-            if region != l2_region {
-                flush_l2(&mut body, &mut l1, &mut l2, l2_region, &mut l2_used)?;
-                l2_region = region;
-            }
-            // `data` is only ever true for a chunk that was read.
-            if let (true, Some(buf)) = (*has_data, &chunk.buf) {
-                let from = k * CLUSTER as usize;
-                let to = (from + CLUSTER as usize).min(buf.len());
-                let host = body.append(&buf[from..to])?;
-                l2[(guest_cluster % L2_ENTRIES) as usize] = host | COPIED;
-                l2_used = true;
-            }
-            guest_cluster += 1;
+    let mut read = 0u64;
+    run_ordered(pool, jobs, window, read_job, |chunk: Chunk| {
+        put_chunk(&mut body, &mut tables, &chunk, guest_cluster)?;
+        guest_cluster += chunk.data.len() as u64;
+        read += chunk.read;
+        (t.progress)(chunk.len);
+        if let Some(b) = chunk.buf {
+            spare.lock().unwrap_or_else(|p| p.into_inner()).push(b);
         }
-        stats.bytes_read += chunk.read;
-        progress(chunk.len);
         Ok(())
     })?;
-    flush_l2(&mut body, &mut l1, &mut l2, l2_region, &mut l2_used)?;
+    Ok((body, tables, read))
+}
 
-    // L1 table.
-    let tail = plan_tail(body.next, l1_size)?;
+/// Reads job `j` of the streamed writer (guest bytes from
+/// `j * JOB_CLUSTERS` clusters on, the disk taken as `size` bytes) into a
+/// recycled buffer and finds its data clusters.
+fn read_chunk(
+    disk: &VirtualDisk,
+    spare: &Mutex<Vec<Vec<u8>>>,
+    j: u64,
+    size: u64,
+) -> Result<Chunk, ConvertError> {
+    let start = j * JOB_CLUSTERS * CLUSTER;
+    let len = (JOB_CLUSTERS * CLUSTER).min(size - start);
+    let n = len.div_ceil(CLUSTER) as usize;
+    let recycled = spare.lock().ok().and_then(|mut s| s.pop());
+    let mut buf = recycled.unwrap_or_else(|| vec![0u8; (JOB_CLUSTERS * CLUSTER) as usize]);
+    let mut data = vec![false; n];
+    let read = fill_job(disk, start, &mut buf[..n * CLUSTER as usize], &mut data)?;
+    let buf = if read.is_some() {
+        Some(buf)
+    } else {
+        if let Ok(mut s) = spare.lock() {
+            s.push(buf);
+        }
+        None
+    };
+    Ok(Chunk {
+        buf,
+        data,
+        read: read.unwrap_or(0),
+        len,
+    })
+}
+
+/// Fills `buf` (whole clusters) with the guest bytes from `start`: the data
+/// runs of the allocation map are read, everything else is zeros (also past
+/// the guest size, which the qcow2 size rounds up to 512), and `data[k]`
+/// says whether cluster `k` has a non-zero byte. Runs the map reports as
+/// zero are neither read nor scanned. Returns the bytes read, or `None`
+/// (`buf` untouched) when the map says the whole range reads as zero.
+///
+/// Every byte of `buf` is written once, so a recycled buffer needs no
+/// clearing.
+fn fill_job(
+    disk: &VirtualDisk,
+    start: u64,
+    buf: &mut [u8],
+    data: &mut [bool],
+) -> Result<Option<u64>, ConvertError> {
+    const C: usize = CLUSTER_LEN;
+    let guest_len = (buf.len() as u64).min(disk.virtual_size().saturating_sub(start));
+    data.fill(false);
+    let mut filled = 0usize;
+    let mut read = None;
+    for ext in disk.extents(start, guest_len) {
+        let ext = ext?;
+        if ext.kind.reads_zero() {
+            continue;
+        }
+        // Inside the job: both fit in usize.
+        let from = (ext.guest_offset - start) as usize;
+        let to = from + ext.len as usize;
+        buf[filled..from].fill(0);
+        disk.read_at(ext.guest_offset, &mut buf[from..to])?;
+        filled = to;
+        *read.get_or_insert(0) += ext.len;
+        data[from / C..to.div_ceil(C)].fill(true);
+    }
+    if read.is_none() {
+        return Ok(None);
+    }
+    buf[filled..].fill(0);
+    for (k, flag) in data.iter_mut().enumerate() {
+        if *flag {
+            *flag = !is_zero(&buf[k * C..((k + 1) * C).min(buf.len())]);
+        }
+    }
+    Ok(read)
+}
+
+/// Appends the data clusters of `chunk` (which starts at guest cluster
+/// `first`) to the body and maps them in the L2 table, one write per run
+/// of consecutive data clusters.
+fn put_chunk(
+    body: &mut Body<'_>,
+    tables: &mut Tables,
+    chunk: &Chunk,
+    first: u64,
+) -> Result<(), ConvertError> {
+    const C: usize = CLUSTER_LEN;
+    let n = chunk.data.len();
+    let mut k = 0;
+    while k < n {
+        let guest = first + k as u64;
+        let region = guest / L2_ENTRIES;
+        if region != tables.region {
+            tables.flush_l2(body)?;
+            tables.region = region;
+        }
+        // `data` is only ever true for a chunk that was read.
+        let (true, Some(buf)) = (chunk.data[k], &chunk.buf) else {
+            k += 1;
+            continue;
+        };
+        // The run: data clusters up to the end of the chunk or region.
+        let region_end = ((region + 1) * L2_ENTRIES - first).min(n as u64) as usize;
+        let run = chunk.data[k..region_end].iter().take_while(|&&d| d).count();
+        let host = body.append(&buf[k * C..(k + run) * C])?;
+        for i in 0..run {
+            let g = guest + i as u64;
+            tables.l2[(g % L2_ENTRIES) as usize] = (host + i as u64 * CLUSTER) | COPIED;
+        }
+        tables.used = true;
+        k += run;
+    }
+    Ok(())
+}
+
+/// Appends the L1 table, the refcount table and the refcount blocks after
+/// the last L2 table; returns where they went.
+fn put_tail(body: &mut Body<'_>, l1: &[u64]) -> Result<Tail, ConvertError> {
+    let tail = plan_tail(body.next, l1.len() as u64)?;
     let mut bytes = Vec::with_capacity((tail.l1_clusters * CLUSTER) as usize);
-    for e in &l1 {
+    for e in l1 {
         bytes.extend_from_slice(&e.to_be_bytes());
     }
     let at = body.append(&bytes)?;
@@ -360,55 +507,38 @@ fn write(
         body.append(&block)?;
     }
     debug_assert_eq!(body.next, total);
-    let h = header(size, l1_size, &tail);
-    let end = match body.w {
-        Sink::File(mut w) => {
-            w.flush().map_err(werr)?;
-            drop(w);
-            out.write_all_at(&h, 0).map_err(werr)?;
-            let end = body.next * CLUSTER;
-            out.set_len(end).map_err(werr)?;
-            end
-        }
-        Sink::Gzip(g) => {
-            let (mut w, n) = g.finish().map_err(|e| match e {
-                ConvertError::Write { source, .. } => werr(source),
-                other => other,
-            })?;
-            w.flush().map_err(werr)?;
-            drop(w);
-            let member = fixed_size_member(&h, options.level, GZ_HEADER_MEMBER)?;
-            out.write_all_at(&member, 0).map_err(werr)?;
-            GZ_HEADER_MEMBER as u64 + n
-        }
-    };
-    stats.bytes_written = end;
-    Ok(stats)
+    Ok(tail)
 }
 
-/// Writes the L2 table of `region` if it maps anything, records it in L1,
-/// and clears it for the next region.
-fn flush_l2(
-    body: &mut Body<'_>,
-    l1: &mut [u64],
-    l2: &mut [u64],
+/// The L1 table and the one L2 table being filled.
+struct Tables {
+    l1: Vec<u64>,
+    l2: Vec<u64>,
+    /// The L2 region (512 MiB of guest space) `l2` maps.
     region: u64,
-    used: &mut bool,
-) -> Result<(), ConvertError> {
-    if !*used {
-        return Ok(());
+    /// Whether `l2` maps anything.
+    used: bool,
+}
+
+impl Tables {
+    /// Writes the L2 table if it maps anything, records it in L1, and
+    /// clears it for the next region.
+    fn flush_l2(&mut self, body: &mut Body<'_>) -> Result<(), ConvertError> {
+        if !self.used {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(CLUSTER as usize);
+        for e in &self.l2 {
+            bytes.extend_from_slice(&e.to_be_bytes());
+        }
+        let at = body.append(&bytes)?;
+        if let Some(slot) = self.l1.get_mut(self.region as usize) {
+            *slot = at | COPIED;
+        }
+        self.l2.fill(0);
+        self.used = false;
+        Ok(())
     }
-    let mut bytes = Vec::with_capacity(CLUSTER as usize);
-    for e in l2.iter() {
-        bytes.extend_from_slice(&e.to_be_bytes());
-    }
-    let at = body.append(&bytes)?;
-    if let Some(slot) = l1.get_mut(region as usize) {
-        *slot = at | COPIED;
-    }
-    l2.fill(0);
-    *used = false;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,10 +4,14 @@
 //! `SEEK_DATA`/`SEEK_HOLE`, see [`ByteSource::sparse_run`]), the way
 //! `qemu-img map` reports them (`"zero": true, "data": false`), so reads
 //! fill them without touching the file and conversion skips them.
+//!
+//! The last run the source reported is remembered: conversion asks about
+//! every chunk of a data run (and again for each read inside it), and a
+//! run of hundreds of MiB is then one or two `lseek`s instead of thousands.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use imgcheck_source::ByteSource;
+use imgcheck_source::{ByteSource, SparseRun};
 
 use crate::context::OpenContext;
 use crate::disk::{DiskImage, DiskInfo, MapKind, Mapping};
@@ -19,6 +23,8 @@ use crate::format::Format;
 pub struct RawImage {
     source: Arc<dyn ByteSource>,
     info: DiskInfo,
+    /// The last run reported: it holds from the offset asked to its end.
+    last: Mutex<Option<(u64, SparseRun)>>,
 }
 
 /// Opens `ctx.source` as raw. Never fails: every byte string is a raw disk.
@@ -27,7 +33,25 @@ pub fn open(ctx: &OpenContext<'_>) -> Result<Arc<dyn DiskImage>, DiskError> {
     Ok(Arc::new(RawImage {
         source: ctx.source.clone(),
         info,
+        last: Mutex::new(None),
     }))
+}
+
+impl RawImage {
+    /// The source's run at `offset`, from the remembered one when it
+    /// covers `offset`.
+    fn sparse_run(&self, offset: u64) -> Option<SparseRun> {
+        let remembered = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((from, run)) = remembered
+            && (from..run.end).contains(&offset)
+        {
+            return Some(run);
+        }
+        // Not under the lock: other threads keep using the old run.
+        let run = self.source.sparse_run(offset)?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((offset, run));
+        Some(run)
+    }
 }
 
 impl DiskImage for RawImage {
@@ -40,7 +64,7 @@ impl DiskImage for RawImage {
             file: 0,
             host_offset: guest_offset,
         };
-        let Some(run) = self.source.sparse_run(guest_offset) else {
+        let Some(run) = self.sparse_run(guest_offset) else {
             return Ok(Mapping {
                 kind: data,
                 len: max_len,
