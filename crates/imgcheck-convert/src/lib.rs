@@ -152,3 +152,27 @@ pub struct ConvertStats {
 
 /// Progress callback: called with the number of guest bytes just finished.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Runs `work` on `threads` named scoped threads and waits for them all.
+/// A thread that cannot be started is reported through `fail` (which must
+/// also tell the running workers to stop), and no more are started.
+pub(crate) fn run_workers(
+    threads: usize,
+    work: impl Fn() + Sync,
+    fail: impl Fn(ConvertError) + Sync,
+) {
+    std::thread::scope(|s| {
+        for i in 0..threads {
+            let work = &work;
+            let spawned = std::thread::Builder::new()
+                .name(format!("imgcheck-convert-{i}"))
+                .spawn_scoped(s, work);
+            if let Err(e) = spawned {
+                fail(ConvertError::Internal(format!(
+                    "cannot start worker threads: {e}"
+                )));
+                break;
+            }
+        }
+    });
+}

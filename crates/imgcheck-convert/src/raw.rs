@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use imgcheck_disk::VirtualDisk;
 
-use crate::{ConvertError, ConvertStats, Progress};
+use crate::{ConvertError, ConvertStats, Progress, run_workers};
 
 /// Work unit handed to a worker: it maps the chunk (one walk of the
 /// allocation map) and copies its data runs piece by piece.
@@ -72,20 +72,7 @@ pub fn write_raw(
         read: AtomicU64::new(0),
         written: AtomicU64::new(0),
     };
-    std::thread::scope(|s| {
-        for i in 0..threads {
-            let sh = &shared;
-            let spawned = std::thread::Builder::new()
-                .name(format!("imgcheck-convert-{i}"))
-                .spawn_scoped(s, move || sh.work());
-            if let Err(e) = spawned {
-                shared.fail(ConvertError::Internal(format!(
-                    "cannot start worker threads: {e}"
-                )));
-                break;
-            }
-        }
-    });
+    run_workers(threads, || shared.work(), |e| shared.fail(e));
     if let Some(e) = shared.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::{Body, CLUSTER, CLUSTER_LEN, COPIED, L2_ENTRIES, Sink, Tables, Target, fill_job};
-use crate::ConvertError;
 use crate::raw::{preallocate, write_at};
+use crate::{ConvertError, run_workers};
 
 /// Clusters per job: 1 MiB, about a core's L2 cache, so the write copy
 /// reads what the read copy just wrote. Divides [`L2_ENTRIES`], so a job
@@ -79,20 +79,7 @@ pub(super) fn write_body<'a>(
         write_turn: Mutex::new(()),
         read: AtomicU64::new(0),
     };
-    std::thread::scope(|s| {
-        for i in 0..threads {
-            let sh = &shared;
-            let spawned = std::thread::Builder::new()
-                .name(format!("imgcheck-convert-{i}"))
-                .spawn_scoped(s, move || sh.work());
-            if let Err(e) = spawned {
-                shared.fail(ConvertError::Internal(format!(
-                    "cannot start worker threads: {e}"
-                )));
-                break;
-            }
-        }
-    });
+    run_workers(threads, || shared.work(), |e| shared.fail(e));
     if let Some(e) = shared.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
