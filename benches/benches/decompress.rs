@@ -1,8 +1,8 @@
 //! Decompression: single-thread inflate on each available backend (zlib-rs
 //! through flate2, as the workspace configures it, vs miniz_oxide), the open
 //! pass of `GzipSource` (inflate + CRC + restart index) and of
-//! `Bzip2Source` (parallel block decode) against plain single-thread
-//! bzip2, and random 4 KiB reads through both indexes.
+//! `Bzip2Source` (parallel block decode, and on one worker) against plain
+//! single-thread bzip2 (libbz2), and random 4 KiB reads through both indexes.
 //!
 //! The payload is 32 MiB of mixed-entropy data (text-like runs, repeats and
 //! noise, ~3:1 with gzip -6) so the figures resemble a disk image's data
@@ -101,6 +101,18 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("Bzip2Source::open (rayon)", |b| {
         b.iter(|| Bzip2Source::open(bz_src.clone(), &DecompressOptions::default()).unwrap())
+    });
+    // The same open pass on one worker: the hand-written block decoder
+    // against libbz2 below, core for core.
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    g.bench_function("Bzip2Source::open (1 thread)", |b| {
+        b.iter(|| {
+            one.install(|| Bzip2Source::open(bz_src.clone(), &DecompressOptions::default()))
+                .unwrap()
+        })
     });
     // 256 MiB of zeros: six identical 45 MB blocks and a tail; repeats are
     // recognised, so this measures one block's decode plus the scan.

@@ -11,7 +11,7 @@
 //! * [`GzipSource`]: the zran method (restart points = compressed bit offset
 //!   + 32 KiB window), see `gzip.rs`.
 //! * [`Bzip2Source`]: bzip2 blocks are independent, so every block is a
-//!   restart point and blocks are decoded in parallel, see `bzip2.rs`.
+//!   restart point and blocks are decoded in parallel, see `bzip2/`.
 //!
 //! The open pass stops as soon as the output passes
 //! [`DecompressOptions::max_uncompressed`] with

@@ -8,12 +8,15 @@
 //! 1. scans the whole compressed file for both magics, in parallel chunks;
 //! 2. walks the stream structure (`BZh1..9` headers, blocks, end-of-stream,
 //!    byte padding, next stream);
-//! 3. decodes every block on its own, in parallel with rayon, by handing
-//!    libbz2 (`bzip2` crate, pure-Rust libbz2-rs backend) a synthetic stream:
-//!    `BZh9`, the block's bits re-aligned to a byte, an end-of-stream magic
-//!    and a stream CRC equal to the block's CRC. libbz2 then verifies the block
-//!    CRC for us; the stream CRCs are combined from the block CRCs and
-//!    compared with each end-of-stream record.
+//! 3. decodes every block straight from its bit range in the held bytes,
+//!    in parallel with rayon, [`block::WAYS`] blocks per task with their
+//!    inverse-BWT walks interleaved (`block.rs`, hand-written: see there);
+//!    the block decoder verifies each block CRC, and the stream CRCs are
+//!    combined from the block CRCs and compared with each end-of-stream
+//!    record. Randomised blocks (bzip2 before 0.9.5) go to libbz2 (`bzip2`
+//!    crate, pure-Rust libbz2-rs backend) as a synthetic one-block stream:
+//!    `BZh`, the block's bits re-aligned to a byte, an end-of-stream magic
+//!    and a stream CRC equal to the block's CRC.
 //!
 //! A magic can also occur by chance inside compressed data (2^-48 per bit).
 //! Such a false split makes the block before it fail to decode; the block is
@@ -26,13 +29,17 @@
 //! # Why hand-written
 //! `parallel_bzip2_decoder` needs C libbzip2 (via `bzip2 0.4`), memory-maps
 //! the file and has no index or random access; `lbzip2` (the crate) is an
-//! unreviewed machine translation. The scanner and splicer here are ~400
-//! lines on top of the `bzip2` crate the workspace already uses.
+//! unreviewed machine translation. No crate decodes one block from a bit
+//! offset (see `block.rs` for the decoder itself).
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
+
+mod block;
 
 use super::{ChunkCache, DecompressOptions, Progress, StreamInfo, corrupt, limit_error, report};
 use crate::{Access, ByteSource, SourceError, check_range};
@@ -74,6 +81,8 @@ struct Block {
     len: u64,
     /// Stream number (for messages).
     stream: u32,
+    /// The stream's level (`BZh1..9`), which bounds the block length.
+    level: u8,
     /// Block CRC from the block header.
     crc: u32,
     /// Bit offset of the first block with the same bits: decoded-block
@@ -129,13 +138,10 @@ impl BitWriter {
     }
 }
 
-/// Builds a one-block bzip2 stream from the block bits `start..end`.
-fn synthetic_stream(
-    src: &dyn ByteSource,
-    start: u64,
-    end: u64,
-    crc: u32,
-) -> Result<Vec<u8>, SourceError> {
+/// The bytes holding bits `start..end` of `src`, plus up to 8 bytes after
+/// them (the block decoder peeks ahead), and the byte offset of the first.
+#[allow(clippy::cast_possible_truncation)] // spans ≤ MAX_BLOCK_BYTES + 8
+fn block_bytes(src: &dyn ByteSource, start: u64, end: u64) -> Result<(Vec<u8>, u64), SourceError> {
     let first = start / 8;
     let last = end.div_ceil(8);
     if last - first > MAX_BLOCK_BYTES {
@@ -146,22 +152,30 @@ fn synthetic_stream(
             format!("no block boundary within {MAX_BLOCK_BYTES} bytes"),
         ));
     }
-    let mut raw = vec![0u8; (last - first) as usize + 1];
-    let n = raw.len() - 1;
-    src.read_exact_at(first, &mut raw[..n])?;
-    let k = (start % 8) as u32;
-    let nbits = end - start;
+    let stop = (last + 8).min(src.len()).max(last);
+    // At most MAX_BLOCK_BYTES + 8: fits in usize.
+    let mut raw = vec![0u8; (stop - first) as usize];
+    src.read_exact_at(first, &mut raw)?;
+    Ok((raw, first))
+}
+
+/// Builds a one-block bzip2 stream (level `level`) from the block bits of
+/// `span`: the memo's key, and what libbz2 decodes for randomised blocks.
+#[allow(clippy::cast_possible_truncation)] // spans ≤ MAX_BLOCK_BYTES + 8
+fn synthetic_stream(span: &block::Span, crc: u32) -> Vec<u8> {
+    let k = (span.start % 8) as u32;
+    let nbits = span.end - span.start;
     let nbytes = nbits.div_ceil(8) as usize;
+    let first = (span.start / 8) as usize;
+    let raw = span.data.get(first..).unwrap_or(&[]);
     let mut out = Vec::with_capacity(nbytes + 16);
-    out.extend_from_slice(b"BZh9");
+    out.extend_from_slice(b"BZh");
+    out.push(b'0' + span.level);
+    let byte = |i: usize| raw.get(i).copied().unwrap_or(0);
     if k == 0 {
-        out.extend_from_slice(&raw[..nbytes]);
+        out.extend((0..nbytes).map(byte));
     } else {
-        out.extend(
-            raw.windows(2)
-                .take(nbytes)
-                .map(|w| (w[0] << k) | (w[1] >> (8 - k))),
-        );
+        out.extend((0..nbytes).map(|i| (byte(i) << k) | (byte(i + 1) >> (8 - k))));
     }
     // Clear the bits past the block end in the last byte.
     let tail = (nbits % 8) as u32;
@@ -176,12 +190,99 @@ fn synthetic_stream(
     };
     w.push(EOS_MAGIC, 48);
     w.push(u64::from(crc), 32);
-    Ok(w.out)
+    w.out
+}
+
+thread_local! {
+    /// Each worker's block-decoder buffers, reused from block to block.
+    static SCRATCH: RefCell<[block::Scratch; block::WAYS]> = RefCell::default();
+}
+
+/// Frees the workers' decoder buffers (7 MB each) once the open pass is
+/// over: later reads decode one block at a time on the reading thread, and
+/// the decoded-piece cache wants the memory.
+fn release_scratch() {
+    rayon::broadcast(|_| {
+        SCRATCH.with(|s| {
+            // Busy: another open pass is decoding on this worker.
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = Default::default();
+            }
+        });
+    });
+}
+
+/// The span of bits `start..end` in `bytes` (which start at byte `first`).
+fn span_of(bytes: &[u8], first: u64, start: u64, end: u64, level: u8) -> block::Span<'_> {
+    block::Span {
+        data: bytes,
+        start: start - first * 8,
+        end: end - first * 8,
+        level,
+    }
+}
+
+/// Reads the block CRC from a span's header.
+fn span_crc(span: &block::Span) -> u32 {
+    let byte = |i: u64| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| span.data.get(i))
+            .copied()
+            .unwrap_or(0)
+    };
+    let at = span.start + 48;
+    let b = at / 8;
+    let w = u64::from_be_bytes([
+        byte(b),
+        byte(b + 1),
+        byte(b + 2),
+        byte(b + 3),
+        byte(b + 4),
+        0,
+        0,
+        0,
+    ]);
+    ((w << (at % 8)) >> 32) as u32
+}
+
+/// Decodes the block of `span` (randomised blocks through libbz2).
+fn decode_span(
+    span: &block::Span,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<block::Decoded, String> {
+    let r = SCRATCH.with(|s| block::decode(span, &mut s.borrow_mut()[0], sink));
+    match r {
+        Err(block::BlockError::Randomised) => {
+            let crc = span_crc(span);
+            let len = decode(&synthetic_stream(span, crc), sink)?;
+            Ok(block::Decoded { crc, len })
+        }
+        r => r.map_err(|e| e.to_string()),
+    }
+}
+
+/// Decodes up to [`block::WAYS`] blocks together (see
+/// [`block::decode_many`]), discarding the output.
+fn decode_spans(spans: &[block::Span]) -> Vec<Result<block::Decoded, String>> {
+    let n = spans.len().min(block::WAYS);
+    let rs = SCRATCH.with(|s| {
+        let mut none: Vec<_> = (0..n).map(|_| |_: &[u8]| Ok(())).collect();
+        let mut sinks: Vec<block::Sink> = none.iter_mut().map(|f| f as block::Sink).collect();
+        block::decode_many(&spans[..n], &mut s.borrow_mut()[..], &mut sinks)
+    });
+    rs.into_iter()
+        .zip(spans)
+        .map(|(r, span)| match r {
+            Err(block::BlockError::Randomised) => decode_span(span, &mut |_| Ok(())),
+            r => r.map_err(|e| e.to_string()),
+        })
+        .collect()
 }
 
 /// Decodes a synthetic stream; `sink` gets the output in pieces. Returns the
 /// uncompressed length.
-fn decode(stream: &[u8], mut sink: impl FnMut(&[u8]) -> Result<(), String>) -> Result<u64, String> {
+fn decode(stream: &[u8], sink: &mut dyn FnMut(&[u8]) -> Result<(), String>) -> Result<u64, String> {
     let mut d = bzip2::Decompress::new(false);
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -206,6 +307,7 @@ struct Piece {
     start: u64,
     end: u64,
     stream: u32,
+    level: u8,
 }
 
 /// Zero padding after the last of `streams` streams is tolerated; anything
@@ -278,11 +380,70 @@ struct Work {
     bytes: u64,
 }
 
-/// Reads the CRC of the block at `start` and builds its synthetic stream.
-fn prepare(src: &dyn ByteSource, start: u64, end: u64) -> Result<(u32, Vec<u8>), String> {
-    let crc = get_bits(src, start + 48, 32).map_err(|e| e.to_string())?;
-    let s = synthetic_stream(src, start, end, crc).map_err(|e| e.to_string())?;
-    Ok((crc, s))
+/// The bits of `start..end` from the held bytes (or, if they are not
+/// held, read from the file).
+#[allow(clippy::cast_possible_truncation)] // spans ≤ MAX_BLOCK_BYTES + 8
+fn held_bytes<'a>(held: &'a Held, start: u64, end: u64) -> Result<(Cow<'a, [u8]>, u64), String> {
+    let first = start / 8;
+    let last = end.div_ceil(8);
+    if first >= held.base && last <= held.end() && last - first <= MAX_BLOCK_BYTES {
+        // Inside `data`: both fit in usize.
+        let a = (first - held.base) as usize;
+        let b = ((last + 8).min(held.end()) - held.base) as usize;
+        return Ok((Cow::Borrowed(&held.data[a..b]), first));
+    }
+    let (v, first) = block_bytes(held.inner, start, end).map_err(|e| e.to_string())?;
+    Ok((Cow::Owned(v), first))
+}
+
+/// The memo key of a small block: its CRC and re-aligned bits as a
+/// synthetic stream; None for a block too long to be worth remembering.
+fn memo_key(held: &Held, p: &Piece) -> Result<Option<Vec<u8>>, String> {
+    if (p.end - p.start) / 8 > MEMO_MAX_STREAM as u64 {
+        return Ok(None);
+    }
+    let (bytes, first) = held_bytes(held, p.start, p.end)?;
+    let span = span_of(&bytes, first, p.start, p.end, p.level);
+    Ok(Some(synthetic_stream(&span, span_crc(&span))))
+}
+
+/// Decodes piece `p`, discarding the output.
+fn decode_piece(held: &Held, p: &Piece) -> Result<block::Decoded, String> {
+    let (bytes, first) = held_bytes(held, p.start, p.end)?;
+    decode_span(
+        &span_of(&bytes, first, p.start, p.end, p.level),
+        &mut |_| Ok(()),
+    )
+}
+
+/// Decodes the pieces `ps` together, discarding the output.
+fn decode_pieces(held: &Held, ps: &[&Piece]) -> Vec<Result<block::Decoded, String>> {
+    let bytes: Vec<_> = ps
+        .iter()
+        .map(|p| held_bytes(held, p.start, p.end))
+        .collect();
+    let mut spans = Vec::new();
+    let mut at = Vec::new();
+    for (k, (b, p)) in bytes.iter().zip(ps).enumerate() {
+        if let Ok((x, first)) = b {
+            spans.push(span_of(x, *first, p.start, p.end, p.level));
+            at.push(k);
+        }
+    }
+    let mut decoded = decode_spans(&spans).into_iter();
+    let mut out: Vec<Result<block::Decoded, String>> = bytes
+        .iter()
+        .map(|b| match b {
+            Err(e) => Err(e.clone()),
+            Ok(_) => Err(String::new()),
+        })
+        .collect();
+    for k in at {
+        if let Some(r) = decoded.next() {
+            out[k] = r;
+        }
+    }
+    out
 }
 
 /// Calls the progress callback with the state after `blocks`.
@@ -299,78 +460,68 @@ fn report_blocks(opts: &DecompressOptions, total: u64, blocks: &[Block], work: W
 }
 
 /// Decodes one batch of pieces: repeats of known blocks (and of each other)
-/// are answered from `memo`; the rest decode in parallel.
+/// are answered from `memo`; the rest decode in parallel, [`block::WAYS`] at a time per worker.
 fn decode_batch(
-    src: &dyn ByteSource,
+    held: &Held,
     batch: &[Piece],
     memo: &mut Memo,
     work: &mut Work,
 ) -> Vec<Result<Known, String>> {
-    let prepared: Vec<Result<(u32, Vec<u8>), String>> = batch
-        .par_iter()
-        .map(|p| prepare(src, p.start, p.end))
-        .collect();
-    // First occurrence (in this batch) of every stream not yet known.
+    let keys: Vec<Result<Option<Vec<u8>>, String>> =
+        batch.par_iter().map(|p| memo_key(held, p)).collect();
+    // First occurrence (in this batch) of every small block not yet known.
     let mut firsts: HashMap<&[u8], usize> = HashMap::new();
     let mut todo: Vec<usize> = Vec::new();
-    for (k, r) in prepared.iter().enumerate() {
-        let Ok((_, s)) = r else { continue };
-        // Only small streams are remembered (and repeat): hashing a
-        // megabyte stream to look it up would cost more than it saves.
-        if s.len() > MEMO_MAX_STREAM {
-            todo.push(k);
-        } else if !memo.map.contains_key(s.as_slice()) && !firsts.contains_key(s.as_slice()) {
-            firsts.insert(s.as_slice(), k);
-            todo.push(k);
+    for (k, r) in keys.iter().enumerate() {
+        match r {
+            Err(_) => {}
+            // Only small blocks are remembered (and repeat): hashing a
+            // megabyte block to look it up would cost more than it saves.
+            Ok(None) => todo.push(k),
+            Ok(Some(s)) => {
+                if !memo.map.contains_key(s.as_slice()) && !firsts.contains_key(s.as_slice()) {
+                    firsts.insert(s.as_slice(), k);
+                    todo.push(k);
+                }
+            }
         }
     }
-    let decoded: Vec<(usize, Result<u64, String>)> = todo
-        .par_iter()
-        .map(|&k| {
-            let r = match &prepared[k] {
-                Ok((_, s)) => decode(s, |_| Ok(())),
-                Err(e) => Err(e.clone()),
-            };
-            (k, r)
+    let decoded: Vec<(usize, Result<block::Decoded, String>)> = todo
+        .par_chunks(block::WAYS)
+        .flat_map_iter(|c| {
+            let ps: Vec<&Piece> = c.iter().map(|&k| &batch[k]).collect();
+            c.iter().copied().zip(decode_pieces(held, &ps))
         })
         .collect();
     let mut fresh: HashMap<usize, Result<Known, String>> = HashMap::new();
     for (k, r) in decoded {
-        let r = r.and_then(|len| match &prepared[k] {
-            Ok((crc, s)) => {
-                work.blocks += 1;
-                work.bytes = work.bytes.saturating_add(len);
-                let known = Known {
-                    crc: *crc,
-                    len,
-                    key: batch[k].start,
-                };
+        let r = r.map(|d| {
+            work.blocks += 1;
+            work.bytes = work.bytes.saturating_add(d.len);
+            let known = Known {
+                crc: d.crc,
+                len: d.len,
+                key: batch[k].start,
+            };
+            if let Ok(Some(s)) = &keys[k] {
                 memo.insert(s, known);
-                Ok(known)
             }
-            Err(e) => Err(e.clone()),
+            known
         });
         fresh.insert(k, r);
     }
-    prepared
-        .iter()
+    let not_decoded = || Err("block was not decoded".to_string());
+    keys.iter()
         .enumerate()
-        .map(|(k, r)| {
-            let (_, s) = r.as_ref().map_err(Clone::clone)?;
-            if s.len() > MEMO_MAX_STREAM {
-                return fresh
-                    .get(&k)
-                    .cloned()
-                    .unwrap_or_else(|| Err("block was not decoded".into()));
+        .map(|(k, r)| match r.as_ref().map_err(Clone::clone)? {
+            None => fresh.get(&k).cloned().unwrap_or_else(not_decoded),
+            Some(s) => {
+                if let Some(known) = memo.map.get(s.as_slice()) {
+                    return Ok(*known);
+                }
+                let first = firsts.get(s.as_slice()).copied().unwrap_or(k);
+                fresh.get(&first).cloned().unwrap_or_else(not_decoded)
             }
-            if let Some(known) = memo.map.get(s.as_slice()) {
-                return Ok(*known);
-            }
-            let first = firsts.get(s.as_slice()).copied().unwrap_or(k);
-            fresh
-                .get(&first)
-                .cloned()
-                .unwrap_or_else(|| Err("block was not decoded".into()))
         })
         .collect()
 }
@@ -379,7 +530,7 @@ fn decode_batch(
 /// a block in two. Retries it merged with up to [`MAX_MERGE`] following
 /// pieces of the same stream; returns the block and the last piece used.
 fn merge_false_split(
-    src: &dyn ByteSource,
+    held: &Held,
     pieces: &[Piece],
     j: usize,
     err: &str,
@@ -391,22 +542,25 @@ fn merge_false_split(
         if q.stream != p.stream {
             break;
         }
-        let Ok((crc, s)) = prepare(src, p.start, q.end) else {
-            continue;
+        let merged = Piece {
+            start: p.start,
+            end: q.end,
+            stream: p.stream,
+            level: p.level,
         };
-        if let Ok(len) = decode(&s, |_| Ok(())) {
+        if let Ok(d) = decode_piece(held, &merged) {
             work.blocks += 1;
-            work.bytes = work.bytes.saturating_add(len);
+            work.bytes = work.bytes.saturating_add(d.len);
             let known = Known {
-                crc,
-                len,
+                crc: d.crc,
+                len: d.len,
                 key: p.start,
             };
             return Ok((known, j + m));
         }
     }
     Err(corrupt(
-        src.name(),
+        held.name(),
         format!("bzip2 stream {} block", p.stream),
         p.start / 8,
         format!("bit offset {}: {err}", p.start),
@@ -478,6 +632,21 @@ impl ByteSource for Held<'_> {
     }
 }
 
+/// The values the byte before the last one of a 48-bit window ending at a
+/// byte boundary can have when the window holds a magic at any of the 8
+/// alignments (that byte lies wholly inside the magic at every alignment):
+/// 16 of 256, so the scan tests the alignments at one byte in 16.
+const SCAN_CANDIDATES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut s = 0;
+    while s < 8 {
+        t[((BLOCK_MAGIC << s >> 8) & 0xff) as usize] = true;
+        t[((EOS_MAGIC << s >> 8) & 0xff) as usize] = true;
+        s += 1;
+    }
+    t
+};
+
 /// Finds the magics that start at bit `from_bit` or later and lie wholly
 /// inside `data` (which starts at byte offset `base`).
 fn scan_bytes(data: &[u8], base: u64, from_bit: u64) -> Vec<Magic> {
@@ -485,7 +654,7 @@ fn scan_bytes(data: &[u8], base: u64, from_bit: u64) -> Vec<Magic> {
     let mut w: u64 = 0;
     for (i, &b) in data.iter().enumerate() {
         w = (w << 8) | u64::from(b);
-        if i < 5 {
+        if i < 5 || !SCAN_CANDIDATES[((w >> 8) & 0xff) as usize] {
             continue;
         }
         // Test the 8 bit alignments of a 48-bit window ending here.
@@ -543,7 +712,11 @@ enum At {
     /// Expecting a stream header (`BZh1..9`) at this byte offset.
     Header(u64),
     /// Inside a stream; `open` is the block magic whose end is not known yet.
-    Stream { stream: u32, open: Option<u64> },
+    Stream {
+        stream: u32,
+        level: u8,
+        open: Option<u64>,
+    },
     /// Past the last stream.
     Done,
 }
@@ -624,10 +797,18 @@ impl Walk {
                             "no block or end-of-stream magic after the stream header (truncated or corrupt)",
                         ));
                     }
-                    self.at = At::Stream { stream, open: None };
+                    self.at = At::Stream {
+                        stream,
+                        level: head[3] - b'0',
+                        open: None,
+                    };
                 }
-                At::Stream { stream, open } => {
-                    if !self.stream_step(held, magics, stream, open, out)? {
+                At::Stream {
+                    stream,
+                    level,
+                    open,
+                } => {
+                    if !self.stream_step(held, magics, (stream, level), open, out)? {
                         return Ok(());
                     }
                 }
@@ -641,7 +822,7 @@ impl Walk {
         &mut self,
         held: &Held,
         magics: &mut VecDeque<Magic>,
-        stream: u32,
+        (stream, level): (u32, u8),
         open: Option<u64>,
         out: &mut Vec<Piece>,
     ) -> Result<bool, SourceError> {
@@ -689,12 +870,14 @@ impl Walk {
                 start,
                 end: m.bit,
                 stream,
+                level,
             });
         }
         magics.pop_front();
         if !m.eos {
             self.at = At::Stream {
                 stream,
+                level,
                 open: Some(m.bit),
             };
             return Ok(true);
@@ -754,6 +937,7 @@ fn decode_queue(
                 out: built.out,
                 len: known.len,
                 stream: p.stream,
+                level: p.level,
                 crc: known.crc,
                 key: known.key,
             });
@@ -854,7 +1038,9 @@ impl Bzip2Source {
         let name = src.name().to_owned();
         let total = src.len();
         let max_entries = (opts.index_budget / ENTRY_BYTES).max(1024);
-        let (Built { blocks, work, .. }, eos) = open_pass(src, opts, max_entries)?;
+        let pass = open_pass(src, opts, max_entries);
+        release_scratch();
+        let (Built { blocks, work, .. }, eos) = pass?;
         if eos.is_empty() {
             return Err(corrupt(&name, "bzip2 stream 0 header", 0, "empty file"));
         }
@@ -922,7 +1108,8 @@ impl Bzip2Source {
             return Ok(d);
         }
         let src = self.inner.as_ref();
-        let s = synthetic_stream(src, b.start, b.end, b.crc)?;
+        let (bytes, first) = block_bytes(src, b.start, b.end)?;
+        let span = span_of(&bytes, first, b.start, b.end, b.level);
         let mut cur: Vec<u8> = Vec::with_capacity(PIECE.min(b.len) as usize);
         let (mut idx, mut total, mut wanted) = (0u64, 0u64, None);
         let mut finish = |cur: &mut Vec<u8>, idx: u64| {
@@ -940,7 +1127,7 @@ impl Bzip2Source {
             }
             cur.clear();
         };
-        decode(&s, |mut chunk| {
+        decode_span(&span, &mut |mut chunk| {
             total += chunk.len() as u64;
             if total > b.len {
                 return Err("block decodes longer than at open (file changed?)".into());
