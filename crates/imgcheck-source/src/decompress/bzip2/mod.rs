@@ -9,8 +9,8 @@
 //! 2. walks the stream structure (`BZh1..9` headers, blocks, end-of-stream,
 //!    byte padding, next stream);
 //! 3. decodes every block straight from its bit range in the held bytes,
-//!    in parallel with rayon, [`block::WAYS`] blocks per task with their
-//!    inverse-BWT walks interleaved (`block.rs`, hand-written: see there);
+//!    in parallel with rayon, one block per task, its inverse-BWT chain
+//!    walked in segments at once (`block.rs`, hand-written: see there);
 //!    the block decoder verifies each block CRC, and the stream CRCs are
 //!    combined from the block CRCs and compared with each end-of-stream
 //!    record. Randomised blocks (bzip2 before 0.9.5) go to libbz2 (`bzip2`
@@ -195,10 +195,10 @@ fn synthetic_stream(span: &block::Span, crc: u32) -> Vec<u8> {
 
 thread_local! {
     /// Each worker's block-decoder buffers, reused from block to block.
-    static SCRATCH: RefCell<[block::Scratch; block::WAYS]> = RefCell::default();
+    static SCRATCH: RefCell<block::Scratch> = RefCell::default();
 }
 
-/// Frees the workers' decoder buffers (7 MB each) once the open pass is
+/// Frees the workers' decoder buffers (up to 8 MB each) once the open pass is
 /// over: later reads decode one block at a time on the reading thread, and
 /// the decoded-piece cache wants the memory.
 fn release_scratch() {
@@ -251,7 +251,7 @@ fn decode_span(
     span: &block::Span,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<block::Decoded, String> {
-    let r = SCRATCH.with(|s| block::decode(span, &mut s.borrow_mut()[0], sink));
+    let r = SCRATCH.with(|s| block::decode(span, &mut s.borrow_mut(), sink));
     match r {
         Err(block::BlockError::Randomised) => {
             let crc = span_crc(span);
@@ -260,24 +260,6 @@ fn decode_span(
         }
         r => r.map_err(|e| e.to_string()),
     }
-}
-
-/// Decodes up to [`block::WAYS`] blocks together (see
-/// [`block::decode_many`]), discarding the output.
-fn decode_spans(spans: &[block::Span]) -> Vec<Result<block::Decoded, String>> {
-    let n = spans.len().min(block::WAYS);
-    let rs = SCRATCH.with(|s| {
-        let mut none: Vec<_> = (0..n).map(|_| |_: &[u8]| Ok(())).collect();
-        let mut sinks: Vec<block::Sink> = none.iter_mut().map(|f| f as block::Sink).collect();
-        block::decode_many(&spans[..n], &mut s.borrow_mut()[..], &mut sinks)
-    });
-    rs.into_iter()
-        .zip(spans)
-        .map(|(r, span)| match r {
-            Err(block::BlockError::Randomised) => decode_span(span, &mut |_| Ok(())),
-            r => r.map_err(|e| e.to_string()),
-        })
-        .collect()
 }
 
 /// Decodes a synthetic stream; `sink` gets the output in pieces. Returns the
@@ -416,36 +398,6 @@ fn decode_piece(held: &Held, p: &Piece) -> Result<block::Decoded, String> {
     )
 }
 
-/// Decodes the pieces `ps` together, discarding the output.
-fn decode_pieces(held: &Held, ps: &[&Piece]) -> Vec<Result<block::Decoded, String>> {
-    let bytes: Vec<_> = ps
-        .iter()
-        .map(|p| held_bytes(held, p.start, p.end))
-        .collect();
-    let mut spans = Vec::new();
-    let mut at = Vec::new();
-    for (k, (b, p)) in bytes.iter().zip(ps).enumerate() {
-        if let Ok((x, first)) = b {
-            spans.push(span_of(x, *first, p.start, p.end, p.level));
-            at.push(k);
-        }
-    }
-    let mut decoded = decode_spans(&spans).into_iter();
-    let mut out: Vec<Result<block::Decoded, String>> = bytes
-        .iter()
-        .map(|b| match b {
-            Err(e) => Err(e.clone()),
-            Ok(_) => Err(String::new()),
-        })
-        .collect();
-    for k in at {
-        if let Some(r) = decoded.next() {
-            out[k] = r;
-        }
-    }
-    out
-}
-
 /// Calls the progress callback with the state after `blocks`.
 fn report_blocks(opts: &DecompressOptions, total: u64, blocks: &[Block], work: Work) {
     report(
@@ -460,7 +412,7 @@ fn report_blocks(opts: &DecompressOptions, total: u64, blocks: &[Block], work: W
 }
 
 /// Decodes one batch of pieces: repeats of known blocks (and of each other)
-/// are answered from `memo`; the rest decode in parallel, [`block::WAYS`] at a time per worker.
+/// are answered from `memo`; the rest decode in parallel.
 fn decode_batch(
     held: &Held,
     batch: &[Piece],
@@ -487,11 +439,8 @@ fn decode_batch(
         }
     }
     let decoded: Vec<(usize, Result<block::Decoded, String>)> = todo
-        .par_chunks(block::WAYS)
-        .flat_map_iter(|c| {
-            let ps: Vec<&Piece> = c.iter().map(|&k| &batch[k]).collect();
-            c.iter().copied().zip(decode_pieces(held, &ps))
-        })
+        .par_iter()
+        .map(|&k| (k, decode_piece(held, &batch[k])))
         .collect();
     let mut fresh: HashMap<usize, Result<Known, String>> = HashMap::new();
     for (k, r) in decoded {
