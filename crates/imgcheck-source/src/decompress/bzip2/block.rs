@@ -362,21 +362,44 @@ fn read_tables(
     Ok(tables)
 }
 
-/// Moves `mtf[..nn]` up by one (`nn` < 256), eight bytes at a time from
-/// the top: a `copy_within` was a `memmove` call per symbol (5% of the
-/// open pass).
-#[inline(always)]
-fn mtf_shift(mtf: &mut [u8; 256], nn: usize) {
-    let mut hi = nn;
-    while hi >= 8 {
-        let lo = hi - 8;
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&mtf[lo..hi]);
-        mtf[lo + 1..hi + 1].copy_from_slice(&t);
-        hi = lo;
+/// The move-to-front list of byte values, eight to a `u64` (byte `j` in
+/// bits `8 * (j % 8)..` of word `j / 8`): moving entry `nn` to the front
+/// shifts whole words, one for the common `nn` < 8. A byte-wise shift
+/// compiled to a `memmove` call per symbol (13% of the open pass).
+struct Mtf([u64; 32]);
+
+impl Mtf {
+    fn new(values: &[u8; 256]) -> Self {
+        let mut w = [0u64; 32];
+        for (j, &v) in values.iter().enumerate() {
+            w[j / 8] |= u64::from(v) << (8 * (j % 8));
+        }
+        Mtf(w)
     }
-    for k in (0..hi).rev() {
-        mtf[k + 1] = mtf[k];
+
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation)] // the low byte
+    fn front(&self) -> u8 {
+        self.0[0] as u8
+    }
+
+    /// Entry `nn` (< 256), moved to the front.
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation)] // the low byte
+    fn take(&mut self, nn: usize) -> u8 {
+        let w = &mut self.0;
+        let (wi, bi) = (nn / 8 % 32, (nn % 8) as u32);
+        let uc = (w[wi] >> (8 * bi)) as u8;
+        // Word wi: bytes below bi move up one, byte bi is dropped, bytes
+        // above stay; its byte 0 comes from the word below (or is `uc`).
+        let below = (1u64 << (8 * bi)) - 1;
+        let above = !(below | 0xff << (8 * bi));
+        let carry = |w: &[u64; 32], i: usize| if i == 0 { u64::from(uc) } else { w[i - 1] >> 56 };
+        w[wi] = (w[wi] & above) | ((w[wi] & below) << 8) | carry(w, wi);
+        for i in (0..wi).rev() {
+            w[i] = (w[i] << 8) | carry(w, i);
+        }
+        uc
     }
 }
 
@@ -394,7 +417,7 @@ fn decode_symbols(
     let eob = (h.n_in_use + 1) as u16;
     let tables = read_tables(r, start, h.n_groups, alpha)?;
     let max = tt.len();
-    let mut mtf = h.in_use;
+    let mut mtf = Mtf::new(&h.in_use);
     let mut counts = [0u32; 256];
     let mut nblock = 0usize;
     let mut sel = h.selectors.iter();
@@ -429,7 +452,7 @@ fn decode_symbols(
             continue;
         }
         if run_shift > 0 {
-            let uc = mtf[0];
+            let uc = mtf.front();
             let Some(stop) = nblock.checked_add(run).filter(|&s| s <= max) else {
                 return Err(corrupt(
                     r,
@@ -453,9 +476,7 @@ fn decode_symbols(
             ));
         }
         let nn = usize::from(sym - 1);
-        let uc = mtf[nn];
-        mtf_shift(&mut mtf, nn);
-        mtf[0] = uc;
+        let uc = mtf.take(nn);
         tt[nblock] = u32::from(uc);
         counts[usize::from(uc)] += 1;
         nblock += 1;
@@ -909,15 +930,21 @@ mod tests {
         }
     }
 
-    #[test]
-    #[allow(clippy::cast_possible_truncation)]
-    fn mtf_shift_equals_copy_within() {
-        for nn in 0..256 {
-            let mut a: [u8; 256] = std::array::from_fn(|i| (i * 7 + 3) as u8);
-            let mut b = a;
-            mtf_shift(&mut a, nn);
-            b.copy_within(0..nn, 1);
-            assert_eq!(a, b, "nn {nn}");
+    proptest! {
+        /// The word-packed list moves entries to the front as a byte
+        /// array does (`remove` then `insert` at 0).
+        #[test]
+        fn mtf_words_equal_a_byte_list(start in prop::collection::vec(any::<u8>(), 256), takes in prop::collection::vec(0usize..256, 0..400)) {
+            let mut bytes = start.clone();
+            let mut m = Mtf::new(&start.try_into().unwrap());
+            for nn in takes {
+                let b = bytes.remove(nn);
+                bytes.insert(0, b);
+                prop_assert_eq!(m.take(nn), b);
+                prop_assert_eq!(m.front(), b);
+            }
+            let words: Vec<u8> = (0..256).map(|j| (m.0[j / 8] >> (8 * (j % 8))) as u8).collect();
+            prop_assert_eq!(words, bytes);
         }
     }
 
