@@ -91,7 +91,8 @@ pub(super) struct Decoded {
 #[derive(Debug, Default)]
 pub(super) struct Scratch {
     tt: Vec<u32>,
-    /// Each walker's walked bytes (together at most one block's).
+    /// Each walker's walked bytes (together one block's; see
+    /// [`LANE_KEEP`]).
     lanes: [Vec<u8>; WALKERS],
     segs: Vec<Segment>,
     out: Vec<u8>,
@@ -516,6 +517,10 @@ fn link(tt: &mut [u32], counts: &[u32; 256]) {
 /// walker 12.9 ms, 4 walkers 7.3 ms, 8 walkers 4.6 ms, 16 walkers 4.0 ms
 /// (16 also doubles the lanes' memory for little more).
 const WALKERS: usize = 8;
+/// Bytes of capacity a lane keeps between blocks. Lanes share a block
+/// unevenly, so without a cap each could keep a whole block's worth over
+/// time (8 × 900 kB); with it, lanes hold at most 2 × 900 kB + 8 × this.
+const LANE_KEEP: usize = 2 * 900_000 / WALKERS;
 /// Segments aimed for per block: enough that walkers rarely sit idle at
 /// the end (segment lengths vary widely), few enough to stay cheap.
 const SEGMENTS: usize = 256;
@@ -761,6 +766,10 @@ pub(super) fn decode(span: &Span, s: &mut Scratch, mut sink: Sink) -> Result<Dec
     let first_seg = walk_segments(tt, first, shift, lanes, segs);
     let mut rle = Unrle::new(out);
     stitch(n, first_seg, lanes, segs, |b| rle.feed(b, &mut sink))?;
+    for l in lanes.iter_mut() {
+        l.clear();
+        l.shrink_to(LANE_KEEP);
+    }
     rle.finish(sym.crc, &mut sink)
 }
 #[cfg(test)]

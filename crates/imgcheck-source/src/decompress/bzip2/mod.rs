@@ -198,8 +198,8 @@ thread_local! {
     static SCRATCH: RefCell<block::Scratch> = RefCell::default();
 }
 
-/// Frees the workers' decoder buffers (up to 8 MB each) once the open pass is
-/// over: later reads decode one block at a time on the reading thread, and
+/// Frees the workers' decoder buffers (up to 6 MB each) once the open pass
+/// is over: later reads decode one block at a time on the reading thread, and
 /// the decoded-piece cache wants the memory.
 fn release_scratch() {
     rayon::broadcast(|_| {
