@@ -395,7 +395,13 @@ impl Mtf {
         // above stay; its byte 0 comes from the word below (or is `uc`).
         let below = (1u64 << (8 * bi)) - 1;
         let above = !(below | 0xff << (8 * bi));
-        let carry = |w: &[u64; 32], i: usize| if i == 0 { u64::from(uc) } else { w[i - 1] >> 56 };
+        let carry = |w: &[u64; 32], i: usize| {
+            if i == 0 {
+                u64::from(uc)
+            } else {
+                w[i - 1] >> 56
+            }
+        };
         w[wi] = (w[wi] & above) | ((w[wi] & below) << 8) | carry(w, wi);
         for i in (0..wi).rev() {
             w[i] = (w[i] << 8) | carry(w, i);
@@ -648,7 +654,11 @@ fn walk_segments(
     let n = tt.len();
     let mask = (1usize << shift) - 1;
     let strided = n.div_ceil(1 << shift);
-    let first_seg = if first & mask == 0 { first >> shift } else { strided };
+    let first_seg = if first & mask == 0 {
+        first >> shift
+    } else {
+        strided
+    };
     segs.clear();
     segs.resize(strided + usize::from(first & mask != 0), Segment::default());
     let start_of = |k: usize| if k < strided { k << shift } else { first };
@@ -850,7 +860,7 @@ mod tests {
             let mut want = Vec::new();
             let mut p = first;
             for _ in 0..tt.len() {
-                want.push(tt[p] as u8);
+                want.push(tt[p].to_le_bytes()[0]);
                 p = (tt[p] >> 8) as usize;
             }
             let mut s = Scratch::default();
@@ -952,7 +962,7 @@ mod tests {
                 prop_assert_eq!(m.take(nn), b);
                 prop_assert_eq!(m.front(), b);
             }
-            let words: Vec<u8> = (0..256).map(|j| (m.0[j / 8] >> (8 * (j % 8))) as u8).collect();
+            let words: Vec<u8> = (0..256).map(|j| m.0[j / 8].to_le_bytes()[j % 8]).collect();
             prop_assert_eq!(words, bytes);
         }
     }
