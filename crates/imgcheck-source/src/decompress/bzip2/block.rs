@@ -771,7 +771,7 @@ pub(super) fn decode(span: &Span, s: &mut Scratch, mut sink: Sink) -> Result<Dec
     } = s;
     let tt = &tt[..n];
     let first = (tt[sym.orig_ptr] >> 8) as usize;
-    // Start points every 2^shift positions: about SEGMENTS of them.
+    // Start points every 2^shift positions: SEGMENTS to twice that many.
     let shift = (n / SEGMENTS).max(1).ilog2();
     let first_seg = walk_segments(tt, first, shift, lanes, segs);
     let mut rle = Unrle::new(out);
