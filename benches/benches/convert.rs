@@ -92,7 +92,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let p = dir.path().join("o.raw");
             let f = std::fs::File::create(&p).unwrap();
-            write_raw(&disk, &f, &p, &noop).unwrap()
+            write_raw(&disk, &f, &p, &Options::default(), &noop).unwrap()
         })
     });
     g.finish();
@@ -159,7 +159,7 @@ fn compressed_qcow2_to_raw(c: &mut Criterion, disk: &VirtualDisk) {
             b.iter(|| {
                 let p = dir.path().join("o.raw");
                 let f = std::fs::File::create(&p).unwrap();
-                write_raw(&d, &f, &p, &noop).unwrap()
+                write_raw(&d, &f, &p, &Options::default(), &noop).unwrap()
             })
         });
     }

@@ -109,7 +109,9 @@ pub fn convert(
 ) -> Result<ConvertStats, ConvertError> {
     let path = out.temp_path();
     match (format, compress) {
-        (OutputFormat::Raw, Compress::None) => write_raw(disk, out.file(), path, progress),
+        (OutputFormat::Raw, Compress::None) => {
+            write_raw(disk, out.file(), path, options, progress)
+        }
         (OutputFormat::Qcow2, Compress::None) => {
             write_qcow2(disk, out.file(), path, options, progress)
         }
@@ -152,6 +154,15 @@ pub struct ConvertStats {
 
 /// Progress callback: called with the number of guest bytes just finished.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Worker threads for `threads` as the user gave it: 0 is one per core.
+pub(crate) fn worker_count(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+}
 
 /// Runs `work` on `threads` named scoped threads and waits for them all.
 /// A thread that cannot be started is reported through `fail` (which must

@@ -21,11 +21,7 @@ use crate::ConvertError;
 
 /// A thread pool of `threads` workers (0 = one per core).
 pub(crate) fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ConvertError> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
+    let threads = crate::worker_count(threads);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("imgcheck-convert-{i}"))

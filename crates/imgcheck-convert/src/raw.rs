@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use imgcheck_disk::VirtualDisk;
 
-use crate::{ConvertError, ConvertStats, Progress, run_workers};
+use crate::{ConvertError, ConvertStats, Options, Progress, run_workers, worker_count};
 
 /// Work unit handed to a worker: it maps the chunk (one walk of the
 /// allocation map) and copies its data runs piece by piece.
@@ -50,15 +50,17 @@ const ZERO_BLOCK: usize = 4 << 10;
 
 /// Writes `disk` to `out` as a raw image, sparse. `out` must be empty (it
 /// is extended to the virtual size at the end, so untouched ranges are
-/// holes). `path` is only for error messages.
+/// holes). `path` is only for error messages; `options.threads` workers
+/// copy (0: one per core).
 pub fn write_raw(
     disk: &VirtualDisk,
     out: &File,
     path: &Path,
+    options: &Options,
     progress: Progress<'_>,
 ) -> Result<ConvertStats, ConvertError> {
     let size = disk.virtual_size();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = worker_count(options.threads);
     let shared = Shared {
         disk,
         out,

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::process::Command;
 use std::sync::Arc;
 
-use imgcheck_convert::{Options, write_bzip2, write_gzip, write_qcow2, write_qcow2_gz};
+use imgcheck_convert::{Options, write_bzip2, write_gzip, write_qcow2, write_qcow2_gz, write_raw};
 use imgcheck_disk::{Format, OpenOptions, VirtualDisk};
 use imgcheck_source::MemSource;
 use proptest::prelude::*;
@@ -105,6 +105,23 @@ proptest! {
         let other = Options { threads: 4 - threads, level: None };
         write_gzip(&disk, &mut again, &other, &noop).unwrap();
         prop_assert!(again == gz, "gzip output is not deterministic");
+    }
+
+    /// Raw output reads back as the disk, whatever the worker count.
+    #[test]
+    fn raw_round_trips(sectors in 0u64..12_000, runs in runs(), seed in any::<u64>(), threads in 1usize..4) {
+        let data = build(sectors, &runs, seed);
+        let disk = disk_of(data.clone());
+        let dir = tempfile::tempdir().unwrap();
+        for (k, t) in [threads, 4 - threads].into_iter().enumerate() {
+            let path = dir.path().join(format!("o{k}.raw"));
+            let f = std::fs::File::create_new(&path).unwrap();
+            let opts = Options { threads: t, level: None };
+            let stats = write_raw(&disk, &f, &path, &opts, &noop).unwrap();
+            drop(f);
+            prop_assert_eq!(stats.virtual_size, data.len() as u64);
+            prop_assert!(std::fs::read(&path).unwrap() == data, "raw output differs ({} threads)", t);
+        }
     }
 
     #[test]

@@ -52,11 +52,7 @@ pub(super) fn write_body<'a>(
     threads: usize,
     tables: Tables,
 ) -> Result<(Body<'a>, Tables, u64), ConvertError> {
-    let threads = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
+    let threads = crate::worker_count(threads);
     let placed = Placement {
         body: Body {
             w: Sink::File(t.out),
