@@ -77,6 +77,17 @@ pub(super) struct Span<'a> {
     pub level: u8,
 }
 
+impl Span<'_> {
+    /// The block CRC stored in the header (after the 48-bit magic).
+    pub(super) fn stored_crc(&self) -> u32 {
+        Bits {
+            data: self.data,
+            pos: self.start + 48,
+        }
+        .take(32)
+    }
+}
+
 /// A decoded block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Decoded {
@@ -786,15 +797,9 @@ pub(super) fn decode(span: &Span, s: &mut Scratch, mut sink: Sink) -> Result<Dec
 mod tests {
     //! Differential tests against libbz2 (the `bzip2` crate's encoder makes
     //! the blocks; the input data is the expected output).
+    use super::super::tests::bz;
     use super::*;
     use proptest::prelude::*;
-    use std::io::Write;
-
-    fn bz(data: &[u8], level: u32) -> Vec<u8> {
-        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
 
     /// The one block of a single-block stream: bit 32 up to the
     /// end-of-stream magic.

@@ -222,30 +222,6 @@ fn span_of(bytes: &[u8], first: u64, start: u64, end: u64, level: u8) -> block::
     }
 }
 
-/// Reads the block CRC from a span's header.
-fn span_crc(span: &block::Span) -> u32 {
-    let byte = |i: u64| {
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| span.data.get(i))
-            .copied()
-            .unwrap_or(0)
-    };
-    let at = span.start + 48;
-    let b = at / 8;
-    let w = u64::from_be_bytes([
-        byte(b),
-        byte(b + 1),
-        byte(b + 2),
-        byte(b + 3),
-        byte(b + 4),
-        0,
-        0,
-        0,
-    ]);
-    ((w << (at % 8)) >> 32) as u32
-}
-
 /// Decodes the block of `span` (randomised blocks through libbz2).
 fn decode_span(
     span: &block::Span,
@@ -254,7 +230,7 @@ fn decode_span(
     let r = SCRATCH.with(|s| block::decode(span, &mut s.borrow_mut(), sink));
     match r {
         Err(block::BlockError::Randomised) => {
-            let crc = span_crc(span);
+            let crc = span.stored_crc();
             let len = decode(&synthetic_stream(span, crc), sink)?;
             Ok(block::Decoded { crc, len })
         }
@@ -386,7 +362,7 @@ fn memo_key(held: &Held, p: &Piece) -> Result<Option<Vec<u8>>, String> {
     }
     let (bytes, first) = held_bytes(held, p.start, p.end)?;
     let span = span_of(&bytes, first, p.start, p.end, p.level);
-    Ok(Some(synthetic_stream(&span, span_crc(&span))))
+    Ok(Some(synthetic_stream(&span, span.stored_crc())))
 }
 
 /// Decodes piece `p`, discarding the output.
@@ -1205,7 +1181,8 @@ mod tests {
     use crate::MemSource;
     use std::io::Write;
 
-    fn bz(data: &[u8], level: u32) -> Vec<u8> {
+    /// `data` compressed by libbz2 at `level` (also the block tests' input).
+    pub(super) fn bz(data: &[u8], level: u32) -> Vec<u8> {
         let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(level));
         e.write_all(data).unwrap();
         e.finish().unwrap()
